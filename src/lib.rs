@@ -1,1 +1,28 @@
+//! # cliptta
+//!
+//! CLIP zero-shot image labelling that keeps adapting while it runs (CLIPTTA, Lafon et al.,
+//! NeurIPS 2025), packaged as a plugin for Apache DataFusion.
+//!
+//! The crate is layered; each layer only uses the ones above it:
+//!
+//! - [`model`]: CLIP in candle. Loads Hugging Face checkpoints (`config.json`,
+//!   `model.safetensors`, `tokenizer.json`, `preprocessor_config.json`), encodes class prompts
+//!   once, and runs a vision tower whose LayerNorm weights and biases are the only trainable
+//!   tensors ([`model::NormParams`]).
+//! - [`image`]: decoding and CLIP preprocessing of raw image bytes.
+//! - [`tta`]: the [`tta::Adapter`] that runs zero-shot, TENT or CLIPTTA (closed or open set)
+//!   over a stream of batches.
+//!
+//! ## Threading
+//! Model work is synchronous and CPU-bound (candle uses its own thread pool for matrix products).
+//!
+//! ## Features
+//! - `cuda`: candle's CUDA backend, selected at run time with device `cuda` or `cuda:N`. It needs
+//!   the CUDA toolkit to build.
 
+pub mod error;
+pub mod image;
+pub mod model;
+pub mod tta;
+
+pub use error::{Error, Result};

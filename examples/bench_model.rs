@@ -1,0 +1,80 @@
+//! Model throughput: zero-shot forward images/s and forward+backward (LayerNorm gradients) time
+//! per batch, with peak resident memory, on a CLIP with random weights.
+//!
+//! ```text
+//! cargo run --example bench_model -- --shape vit-b-32 --batch 32 --batch 64
+//! ```
+//! Results are recorded in BENCHMARKS.md. Peak memory is the process high-water mark (VmHWM)
+//! after each measurement, so it only grows from row to row.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{DType, Tensor};
+use clap::Parser;
+use cliptta::model::{ClipConfig, ClipModel, Grad, LoadOptions};
+
+#[derive(Parser)]
+struct Args {
+    /// Model shape: vit-b-32 or vit-b-16.
+    #[arg(long, default_value = "vit-b-32")]
+    shape: String,
+    /// Batch sizes to measure (repeatable).
+    #[arg(long = "batch", default_values_t = vec![32usize, 64])]
+    batches: Vec<usize>,
+    /// Timed repetitions per measurement (after one warm-up).
+    #[arg(long, default_value_t = 2)]
+    reps: usize,
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let cfg = match args.shape.as_str() {
+        "vit-b-32" => ClipConfig::vit_b_32(),
+        "vit-b-16" => ClipConfig::vit_b_16(),
+        other => anyhow::bail!("unknown shape {other}"),
+    };
+    let dir = tempfile::tempdir()?;
+    let words: Vec<String> = ["a", "photo", "of"].iter().map(|s| s.to_string()).collect();
+    cliptta::model::write_random_checkpoint(dir.path(), &cfg, &words, 0)?;
+    let model = ClipModel::load(dir.path(), &LoadOptions::default())?;
+    let params = model.vision().init_params()?;
+    let size = cfg.vision.image_size;
+    println!("shape={} threads={} (candle CPU)", args.shape, candle_core::utils::get_num_threads());
+    println!("| batch | forward images/s | forward+backward s/batch | backward/forward | peak RSS MiB |");
+    println!("|---|---|---|---|---|");
+    for &batch in &args.batches {
+        let pixels = Tensor::randn(0f32, 1.0, (batch, 3, size, size), model.device())?;
+        let direction = Tensor::randn(0f32, 1.0, (batch, cfg.projection_dim), model.device())?;
+        model.image_features(&pixels, &params, Grad::Disabled)?;
+        let t = Instant::now();
+        for _ in 0..args.reps {
+            model.image_features(&pixels, &params, Grad::Disabled)?;
+        }
+        let fwd = t.elapsed().as_secs_f64() / args.reps as f64;
+        let step = || -> Result<()> {
+            let z = model.image_embeddings(&pixels, &params, Grad::Enabled)?;
+            let loss = (z * &direction)?.sum_all()?;
+            let grads = loss.backward()?;
+            anyhow::ensure!(grads.get(params.vars()[0].as_tensor()).is_some(), "no gradient");
+            Ok(())
+        };
+        step()?;
+        let t = Instant::now();
+        for _ in 0..args.reps {
+            step()?;
+        }
+        let fb = t.elapsed().as_secs_f64() / args.reps as f64;
+        println!("| {batch} | {:.1} | {:.2} | {:.2} | {:.0} |", batch as f64 / fwd, fb, fb / fwd, peak_rss_mib());
+    }
+    let _ = DType::F32;
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! The crate's error type.
+//!
+//! Every variant that comes from a file or a tensor names that file or tensor, so a user can fix a
+//! broken checkpoint without a debugger.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors raised by model loading, preprocessing and adaptation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file that failed.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A JSON file (config, preprocessor config) is not valid or has wrong field types.
+    #[error("invalid JSON in {path}: {source}")]
+    Json {
+        /// The file that failed to parse.
+        path: PathBuf,
+        /// The parser's error, with line and column.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A configuration value is out of range or inconsistent.
+    #[error("invalid configuration in {path}: {message}")]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A safetensors file could not be opened or parsed.
+    #[error("cannot load weights from {path}: {message}")]
+    Weights {
+        /// The safetensors file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// A tensor the model needs is absent from the checkpoint.
+    #[error("tensor `{name}` is missing from {path}")]
+    MissingTensor {
+        /// The safetensors file.
+        path: PathBuf,
+        /// The Hugging Face name of the tensor.
+        name: String,
+    },
+
+    /// A tensor has a shape the configuration does not allow.
+    #[error("tensor `{name}` in {path} has shape {actual:?}, expected {expected:?} from config.json")]
+    TensorShape {
+        /// The safetensors file.
+        path: PathBuf,
+        /// The Hugging Face name of the tensor.
+        name: String,
+        /// The shape the configuration implies.
+        expected: Vec<usize>,
+        /// The shape stored in the file.
+        actual: Vec<usize>,
+    },
+
+    /// A tensor is stored with a dtype this crate cannot convert.
+    #[error("tensor `{name}` in {path} has unsupported dtype {dtype}")]
+    TensorDtype {
+        /// The safetensors file.
+        path: PathBuf,
+        /// The Hugging Face name of the tensor.
+        name: String,
+        /// The dtype found.
+        dtype: String,
+    },
+
+    /// tokenizer.json could not be loaded or used.
+    #[error("tokenizer {path}: {message}")]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// The caller passed something the API cannot accept (shape, empty class list, ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// A device was asked for that this build or machine does not provide.
+    #[error("device `{0}` is not available: {1}")]
+    Device(String, String),
+
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Config { path: path.into(), message: message.into() }
+    }
+}

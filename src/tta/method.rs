@@ -1,0 +1,262 @@
+//! The adaptation methods and their hyper-parameters, with the defaults of the official scripts.
+
+use serde::{Deserialize, Serialize};
+
+use super::adam::AdamConfig;
+use crate::error::{Error, Result};
+
+/// When adapted state returns to the checkpoint's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetPolicy {
+    /// Continual: adapt across the whole stream (the official protocol within a stream).
+    #[default]
+    Never,
+    /// Episodic: reset before every batch.
+    PerBatch,
+}
+
+impl std::str::FromStr for ResetPolicy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "never" | "continual" => Ok(Self::Never),
+            "per_batch" | "episodic" => Ok(Self::PerBatch),
+            other => Err(Error::InvalidInput(format!("unknown reset policy `{other}`; expected never or per_batch"))),
+        }
+    }
+}
+
+/// TENT: entropy minimisation on the vision LayerNorms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TentConfig {
+    /// Optimisation steps per batch.
+    pub steps: usize,
+    /// Adam settings (lr 1e-3 in the closed-set scripts).
+    pub adam: AdamConfig,
+    /// Logit scale of the softmax (100).
+    pub logit_scale: f64,
+    /// Weight of the marginal-entropy term (0 = pure TENT; 1 in the open-set scripts).
+    pub beta_reg: f64,
+    /// Reset policy.
+    pub reset: ResetPolicy,
+}
+
+impl Default for TentConfig {
+    fn default() -> Self {
+        Self { steps: 10, adam: AdamConfig::with_lr(1e-3), logit_scale: 100.0, beta_reg: 0.0, reset: ResetPolicy::Never }
+    }
+}
+
+/// CLIPTTA, closed or open set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipTtaConfig {
+    /// Optimisation steps per batch (10).
+    pub steps: usize,
+    /// Adam settings (lr 1e-4, eps 1e-6).
+    pub adam: AdamConfig,
+    /// Logit scale of the contrastive and regulariser softmaxes (100).
+    pub logit_scale: f64,
+    /// Weight of the soft contrastive terms (1).
+    pub beta_tta: f64,
+    /// Weight of the marginal-entropy regulariser (1).
+    pub beta_reg: f64,
+    /// Whether to replay the class-wise confident memory.
+    pub use_memory: bool,
+    /// Memory capacity per class (4 closed set, 16 open set).
+    pub num_shots: usize,
+    /// Memory replay size per step (40 closed set, 128 open set).
+    pub sample_size: usize,
+    /// Open set: OOD scores, Otsu threshold, OCE loss, ID filtering.
+    pub open_set: bool,
+    /// Weight of the OCE loss (1).
+    pub beta_ood: f64,
+    /// Temperature of the soft ID weights (0.005).
+    pub gamma: f64,
+    /// Seed of the memory sampler.
+    pub seed: u64,
+    /// Reset policy.
+    pub reset: ResetPolicy,
+}
+
+impl ClipTtaConfig {
+    /// The CIFAR-10 script settings, closed or open set.
+    pub fn official(open_set: bool) -> Self {
+        Self {
+            steps: 10,
+            adam: AdamConfig::with_lr(1e-4),
+            logit_scale: 100.0,
+            beta_tta: 1.0,
+            beta_reg: 1.0,
+            use_memory: true,
+            num_shots: if open_set { 16 } else { 4 },
+            sample_size: if open_set { 128 } else { 40 },
+            open_set,
+            beta_ood: 1.0,
+            gamma: 0.005,
+            seed: 42,
+            reset: ResetPolicy::Never,
+        }
+    }
+}
+
+/// A method with all its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum MethodConfig {
+    /// No adaptation: CLIP's zero-shot predictions.
+    ZeroShot {
+        /// Logit scale for the reported probabilities (100).
+        logit_scale: f64,
+    },
+    /// TENT.
+    Tent(TentConfig),
+    /// CLIPTTA.
+    Cliptta(ClipTtaConfig),
+}
+
+impl MethodConfig {
+    /// The method's defaults by name: `zero_shot`, `tent` or `cliptta`. In the open set TENT
+    /// gets the open-set script settings (lr 1e-4, beta_reg 1).
+    pub fn from_name(name: &str, open_set: bool) -> Result<Self> {
+        match name {
+            "zero_shot" | "zeroshot" | "clip" => Ok(Self::ZeroShot { logit_scale: 100.0 }),
+            "tent" => {
+                let mut cfg = TentConfig::default();
+                if open_set {
+                    cfg.adam.lr = 1e-4;
+                    cfg.beta_reg = 1.0;
+                }
+                Ok(Self::Tent(cfg))
+            }
+            "cliptta" => Ok(Self::Cliptta(ClipTtaConfig::official(open_set))),
+            other => Err(Error::InvalidInput(format!("unknown method `{other}`; expected zero_shot, tent or cliptta"))),
+        }
+    }
+
+    /// The method's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ZeroShot { .. } => "zero_shot",
+            Self::Tent(_) => "tent",
+            Self::Cliptta(_) => "cliptta",
+        }
+    }
+
+    /// Whether OOD decisions are made (CLIPTTA open set).
+    pub fn open_set(&self) -> bool {
+        matches!(self, Self::Cliptta(c) if c.open_set)
+    }
+
+    /// The reset policy.
+    pub fn reset(&self) -> ResetPolicy {
+        match self {
+            Self::ZeroShot { .. } => ResetPolicy::Never,
+            Self::Tent(c) => c.reset,
+            Self::Cliptta(c) => c.reset,
+        }
+    }
+
+    /// The logit scale of reported probabilities and losses.
+    pub fn logit_scale(&self) -> f64 {
+        match self {
+            Self::ZeroShot { logit_scale } => *logit_scale,
+            Self::Tent(c) => c.logit_scale,
+            Self::Cliptta(c) => c.logit_scale,
+        }
+    }
+
+    /// Overrides one hyper-parameter by name (`steps`, `lr`, `beta1`, `beta2`, `eps`,
+    /// `logit_scale`, `beta_reg`, `beta_tta`, `beta_ood`, `gamma`, `use_memory`, `num_shots`,
+    /// `sample_size`, `seed`, `reset`). Names the method does not have are errors.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let bad = |v: &str, what: &str| Error::InvalidInput(format!("`{key}` = `{v}` is not {what}"));
+        let float = |v: &str| v.trim().parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| bad(v, "a number"));
+        let count = |v: &str| v.trim().parse::<usize>().map_err(|_| bad(v, "a non-negative integer"));
+        let flag = |v: &str| match v.trim() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(bad(v, "a boolean")),
+        };
+        let method = self.name();
+        let unknown = || Error::InvalidInput(format!("method `{method}` has no setting `{key}`"));
+        match self {
+            Self::ZeroShot { logit_scale } => match key {
+                "logit_scale" => *logit_scale = float(value)?,
+                _ => return Err(unknown()),
+            },
+            Self::Tent(c) => match key {
+                "steps" => c.steps = count(value)?,
+                "lr" => c.adam.lr = float(value)?,
+                "beta1" => c.adam.beta1 = float(value)?,
+                "beta2" => c.adam.beta2 = float(value)?,
+                "eps" => c.adam.eps = float(value)?,
+                "logit_scale" => c.logit_scale = float(value)?,
+                "beta_reg" => c.beta_reg = float(value)?,
+                "reset" => c.reset = value.parse()?,
+                _ => return Err(unknown()),
+            },
+            Self::Cliptta(c) => match key {
+                "steps" => c.steps = count(value)?,
+                "lr" => c.adam.lr = float(value)?,
+                "beta1" => c.adam.beta1 = float(value)?,
+                "beta2" => c.adam.beta2 = float(value)?,
+                "eps" => c.adam.eps = float(value)?,
+                "logit_scale" => c.logit_scale = float(value)?,
+                "beta_tta" => c.beta_tta = float(value)?,
+                "beta_reg" => c.beta_reg = float(value)?,
+                "beta_ood" => c.beta_ood = float(value)?,
+                "gamma" => {
+                    let g = float(value)?;
+                    if g <= 0.0 {
+                        return Err(bad(value, "a positive number"));
+                    }
+                    c.gamma = g
+                }
+                "use_memory" => c.use_memory = flag(value)?,
+                "num_shots" => c.num_shots = count(value)?,
+                "sample_size" => c.sample_size = count(value)?,
+                "seed" => c.seed = value.trim().parse().map_err(|_| bad(value, "an unsigned integer"))?,
+                "reset" => c.reset = value.parse()?,
+                _ => return Err(unknown()),
+            },
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_scripts() {
+        let MethodConfig::Cliptta(c) = MethodConfig::from_name("cliptta", true).unwrap() else { panic!() };
+        assert_eq!((c.steps, c.adam.lr, c.adam.eps, c.num_shots, c.sample_size, c.gamma), (10, 1e-4, 1e-6, 16, 128, 0.005));
+        let MethodConfig::Tent(t) = MethodConfig::from_name("tent", false).unwrap() else { panic!() };
+        assert_eq!((t.adam.lr, t.beta_reg), (1e-3, 0.0));
+    }
+
+    #[test]
+    fn overrides_and_their_errors() {
+        let mut m = MethodConfig::from_name("cliptta", false).unwrap();
+        m.set("lr", "5e-4").unwrap();
+        m.set("reset", "per_batch").unwrap();
+        let MethodConfig::Cliptta(c) = &m else { panic!() };
+        assert_eq!((c.adam.lr, c.reset), (5e-4, ResetPolicy::PerBatch));
+        for (k, v, needle) in [("lr", "fast", "a number"), ("gamma", "0", "positive"), ("warp", "1", "no setting `warp`"), ("reset", "sometimes", "reset policy")] {
+            let err = m.set(k, v).unwrap_err().to_string();
+            assert!(err.contains(needle), "{k}={v}: {err}");
+        }
+        assert!(MethodConfig::from_name("sar", false).is_err());
+        let mut z = MethodConfig::from_name("zero_shot", false).unwrap();
+        assert!(z.set("lr", "1").is_err());
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let m = MethodConfig::from_name("cliptta", true).unwrap();
+        let back: MethodConfig = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+    }
+}

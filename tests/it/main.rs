@@ -1,0 +1,6 @@
+//! Integration tests: one binary, a module per area (each extra test binary would link
+//! DataFusion and candle again).
+
+mod model;
+mod tta;
+mod support;
