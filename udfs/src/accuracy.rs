@@ -84,6 +84,8 @@ impl AggregateUDFImpl for Accuracy {
         )?;
         let (predicted, actual) = (&arg_types[0], &arg_types[1]);
         match comparison_coercion(predicted, actual) {
+            // Untyped NULLs on both sides: any comparable type will do, and Null is not one.
+            Some(DataType::Null) => Ok(vec![DataType::Boolean, DataType::Boolean]),
             Some(common) => Ok(vec![common.clone(), common]),
             None => {
                 plan_err!("{name}: cannot compare predicted ({predicted}) with actual ({actual})")
@@ -123,7 +125,7 @@ struct AccuracyAccumulator {
     total: u64,
 }
 
-fn u64s<'a>(array: &'a ArrayRef) -> Result<&'a UInt64Array> {
+fn u64s(array: &ArrayRef) -> Result<&UInt64Array> {
     array.as_primitive_opt::<UInt64Type>().ok_or_else(|| {
         internal_datafusion_err!("accuracy: expected UInt64 state, got {}", array.data_type())
     })

@@ -42,8 +42,11 @@ fn grey16(width: u32, height: u32) -> DynamicImage {
     }))
 }
 
-/// (name, bytes, format, width, height, colour type), one per format and some colour types.
-fn samples() -> Vec<(&'static str, Vec<u8>, &'static str, u32, u32, &'static str)> {
+/// (name, bytes, format, width, height, colour type).
+type Sample = (&'static str, Vec<u8>, &'static str, u32, u32, &'static str);
+
+/// One sample per format, and several colour types.
+fn samples() -> Vec<Sample> {
     vec![
         (
             "png rgb",

@@ -146,6 +146,22 @@ async fn null_rows_are_skipped_and_all_null_groups_are_null() {
 }
 
 #[tokio::test]
+async fn untyped_null_arguments_give_null() {
+    let ctx = context();
+    let got = table(
+        &ctx,
+        "SELECT accuracy(NULL, NULL) AS acc, auroc(NULL, NULL) AS auroc, \
+                fpr_at_tpr(NULL, NULL, 0.95) AS fpr, otsu_threshold(NULL) AS otsu, ece(NULL, NULL) AS ece",
+    )
+    .await;
+    assert_eq!(
+        got.lines().nth(3),
+        Some("|     |       |     |      |     |"),
+        "{got}"
+    );
+}
+
+#[tokio::test]
 async fn integer_labels_and_scores_are_accepted() {
     let ctx = context();
     let got = table(
