@@ -10,6 +10,7 @@
 //!   once, and runs a vision tower whose LayerNorm weights and biases are the only trainable
 //!   tensors ([`model::NormParams`]).
 //! - [`image`]: decoding and CLIP preprocessing of raw image bytes.
+//! - [`pretrain`]: contrastive training of a small CLIP from scratch (the embedded default).
 //! - [`tta`]: the [`tta::Adapter`] that runs zero-shot, TENT or CLIPTTA (closed or open set)
 //!   over a stream of batches.
 //!
@@ -23,6 +24,7 @@
 pub mod error;
 pub mod image;
 pub mod model;
+pub mod pretrain;
 pub mod tta;
 
 pub use error::{Error, Result};

@@ -109,8 +109,10 @@ pub fn tensor_shapes(cfg: &ClipConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-/// Random weights for `cfg`, reproducible from `seed`: normal(0, 0.02) matrices and embeddings,
-/// LayerNorms at weight 1 and bias 0, zero biases, logit scale from the config.
+/// Random weights for `cfg`, reproducible from `seed`, with transformers' `CLIPModel`
+/// initialisation (`initializer_factor` 1): attention and MLP weights scaled by width and depth,
+/// class and projection weights by `width^-0.5`, embeddings 0.02 (0.01 for text positions),
+/// LayerNorms at weight 1 and bias 0, biases 0, logit scale from the config.
 pub fn random_weights(cfg: &ClipConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut out = HashMap::new();
@@ -124,11 +126,42 @@ pub fn random_weights(cfg: &ClipConfig, seed: u64) -> Result<HashMap<String, Ten
         } else if name.ends_with(".bias") {
             vec![0.0; n]
         } else {
-            (0..n).map(|_| 0.02 * standard_normal(&mut rng)).collect()
+            let std = init_std(cfg, &name) as f32;
+            (0..n).map(|_| std * standard_normal(&mut rng)).collect()
         };
         out.insert(name, Tensor::from_vec(values, shape, &Device::Cpu)?);
     }
     Ok(out)
+}
+
+/// The standard deviation transformers' `CLIPPreTrainedModel._init_weights` gives `name`.
+fn init_std(cfg: &ClipConfig, name: &str) -> f64 {
+    let vision = name.starts_with("vision_model");
+    let (width, layers) = if vision {
+        (cfg.vision.hidden_size as f64, cfg.vision.num_hidden_layers as f64)
+    } else {
+        (cfg.text.hidden_size as f64, cfg.text.num_hidden_layers as f64)
+    };
+    let depth = (2.0 * layers.max(1.0)).powf(-0.5);
+    if name.ends_with("class_embedding") {
+        width.powf(-0.5)
+    } else if name == "visual_projection.weight" {
+        (cfg.vision.hidden_size as f64).powf(-0.5)
+    } else if name == "text_projection.weight" {
+        (cfg.text.hidden_size as f64).powf(-0.5)
+    } else if name.contains("self_attn.out_proj") {
+        width.powf(-0.5) * depth
+    } else if name.contains("self_attn.") {
+        width.powf(-0.5) * depth
+    } else if name.contains("mlp.fc1") {
+        (2.0 * width).powf(-0.5)
+    } else if name.contains("mlp.fc2") {
+        width.powf(-0.5) * depth
+    } else if name == "text_model.embeddings.position_embedding.weight" {
+        0.01
+    } else {
+        0.02
+    }
 }
 
 fn standard_normal(rng: &mut impl Rng) -> f32 {

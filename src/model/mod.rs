@@ -20,7 +20,7 @@
 //! ```
 
 mod activation;
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod clip;
 mod config;
 mod device;
@@ -32,7 +32,7 @@ mod prompts;
 mod text;
 mod tokenizer;
 mod vision;
-mod weights;
+pub(crate) mod weights;
 
 pub use activation::Activation;
 pub use checkpoint::{
@@ -49,3 +49,4 @@ pub use prompts::{render_prompts, DEFAULT_TEMPLATE};
 pub use text::TextTower;
 pub use tokenizer::ClipTokenizer;
 pub use vision::VisionTower;
+pub(crate) use vision::l2_normalize;

@@ -40,6 +40,12 @@ impl NormParams {
         Ok(Self { vars, names })
     }
 
+    /// Wraps tensors without copying them (they are made `Var`s if they are not already).
+    pub(crate) fn shared(initial: &[(String, Tensor)]) -> Result<Self> {
+        let vars = initial.iter().map(|(_, t)| Var::from_tensor(t)).collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self { vars, names: initial.iter().map(|(n, _)| n.clone()).collect() })
+    }
+
     /// The trainable tensors, in canonical order.
     pub fn vars(&self) -> &[Var] {
         &self.vars

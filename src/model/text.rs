@@ -48,6 +48,11 @@ impl TextTower {
     /// Projected (not normalised) text features `[batch, projection_dim]` for token id sequences,
     /// each at most the context length and ending with its end-of-text token.
     pub fn forward(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
+        self.forward_with(ids, Grad::Disabled)
+    }
+
+    /// [`TextTower::forward`] with a choice of gradient tracking (pretraining trains this tower).
+    pub(crate) fn forward_with(&self, ids: &[Vec<u32>], grad: Grad) -> Result<Tensor> {
         let cfg = &self.config;
         let device = self.token_embedding.device();
         let batch = ids.len();
@@ -84,11 +89,11 @@ impl TextTower {
         for (layer, [n1, n2]) in self.layers.iter().zip(&self.norms) {
             let norm1 = Norm { weight: &n1.0, bias: &n1.1, eps };
             let norm2 = Norm { weight: &n2.0, bias: &n2.1, eps };
-            x = layer.forward(&x, norm1, norm2, Some(&mask), Grad::Disabled)?;
+            x = layer.forward(&x, norm1, norm2, Some(&mask), grad)?;
         }
         let rows = Tensor::from_vec(pooled_rows, batch, device)?;
         let pooled = x.reshape((batch * len, cfg.hidden_size))?.index_select(&rows, 0)?;
-        let pooled = Norm { weight: &self.final_norm.0, bias: &self.final_norm.1, eps }.forward(&pooled, Grad::Disabled)?;
+        let pooled = Norm { weight: &self.final_norm.0, bias: &self.final_norm.1, eps }.forward(&pooled, grad)?;
         Ok(self.projection.forward(&pooled)?)
     }
 

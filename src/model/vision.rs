@@ -73,6 +73,12 @@ impl VisionTower {
         NormParams::new(&self.initial_norms)
     }
 
+    /// The checkpoint's LayerNorm tensors themselves as a parameter set, without copying: when
+    /// they are `Var`s (pretraining), gradients reach them.
+    pub(crate) fn shared_params(&self) -> Result<NormParams> {
+        NormParams::shared(&self.initial_norms)
+    }
+
     /// Projected (not normalised) image features `[batch, projection_dim]` for preprocessed
     /// pixels `[batch, channels, image_size, image_size]`.
     pub fn forward(&self, pixels: &Tensor, params: &NormParams, grad: Grad) -> Result<Tensor> {
