@@ -12,6 +12,8 @@
 //! - [`image`]: decoding and CLIP preprocessing of raw image bytes.
 //! - [`tta`]: the [`tta::Adapter`] that runs zero-shot, TENT or CLIPTTA (closed or open set)
 //!   over a stream of batches.
+//! - [`data`]: the real datasets behind the embedded default (Fashion-MNIST, MNIST digits as
+//!   out-of-distribution images), the 15 corruptions of the -C benchmarks, and the demo lake.
 //!
 //! ## Threading
 //! Model work is synchronous and CPU-bound (candle uses its own thread pool for matrix products).
@@ -20,6 +22,7 @@
 //! - `cuda`: candle's CUDA backend, selected at run time with device `cuda` or `cuda:N`. It needs
 //!   the CUDA toolkit to build.
 
+pub mod data;
 pub mod error;
 pub mod image;
 pub mod model;
