@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Errors raised by model loading, preprocessing and adaptation.
+/// Errors raised by model loading, preprocessing, adaptation and the dataset readers.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read.
@@ -102,11 +102,47 @@ pub enum Error {
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+
+    /// A dataset file is not installed where the crate looks for it.
+    #[error("dataset file {path} is missing: run scripts/install-datasets.sh (as root) or set {env} to its directory")]
+    DatasetMissing {
+        /// The path that was tried.
+        path: PathBuf,
+        /// The environment variable that overrides the location.
+        env: &'static str,
+    },
+
+    /// A dataset file exists but its content is not what its format requires.
+    #[error("invalid dataset file {path}: {message}")]
+    Dataset {
+        /// The file that failed.
+        path: PathBuf,
+        /// What is wrong, with the offending position where known.
+        message: String,
+    },
+
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file that failed.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Encoding or decoding an image in memory failed.
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
 }
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn dataset(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Dataset { path: path.into(), message: message.into() }
     }
 
     pub(crate) fn config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {

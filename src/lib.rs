@@ -13,6 +13,8 @@
 //! - [`pretrain`]: contrastive training of a small CLIP from scratch (the embedded default).
 //! - [`tta`]: the [`tta::Adapter`] that runs zero-shot, TENT or CLIPTTA (closed or open set)
 //!   over a stream of batches.
+//! - [`data`]: the real datasets behind the embedded default (Fashion-MNIST, MNIST digits as
+//!   out-of-distribution images), the 15 corruptions of the -C benchmarks, and the demo lake.
 //!
 //! ## Threading
 //! Model work is synchronous and CPU-bound (candle uses its own thread pool for matrix products).
@@ -21,6 +23,7 @@
 //! - `cuda`: candle's CUDA backend, selected at run time with device `cuda` or `cuda:N`. It needs
 //!   the CUDA toolkit to build.
 
+pub mod data;
 pub mod error;
 pub mod image;
 pub mod model;

@@ -1,0 +1,22 @@
+//! Real image datasets and the distribution shifts the benchmark and the demo lake apply to them.
+//!
+//! - [`FashionMnist`]: the in-distribution data (ten clothing classes, [`CLASS_NAMES`]).
+//! - [`Mnist5k`]: handwritten digits, used as out-of-distribution images.
+//!
+//! Both are installed by `scripts/install-datasets.sh`; [`fashion_mnist_dir`] and
+//! [`mnist_5k_path`] find them ([`FASHION_MNIST_DIR_ENV`] and [`DATA_DIR_ENV`] override).
+
+mod fashion_mnist;
+mod idx;
+mod image28;
+mod mnist;
+mod paths;
+
+pub use fashion_mnist::{FashionMnist, Split, CLASS_NAMES, OFFICIAL_CLASS_NAMES};
+pub use idx::{read_idx_gz, IdxArray};
+pub use image28::{from_gray_image, to_gray_image, Image28, PIXELS, SIDE};
+pub use mnist::{Mnist5k, MNIST_5K_LEN};
+pub use paths::{
+    data_dir, fashion_mnist_dir, mnist_5k_path, DATA_DIR_ENV, DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_DIR_ENV,
+    MNIST_5K_FILE,
+};
