@@ -278,3 +278,37 @@ fn written_random_checkpoints_load() {
     assert_eq!(emb.dims(), &[2, 16]);
     assert_eq!(model.vision().init_params().unwrap().vars().len(), 2 * (2 + 2 * 1));
 }
+
+/// The vision tower against candle-transformers' CLIP vision model (an independent
+/// implementation) on the same quick_gelu checkpoint.
+#[test]
+fn vision_tower_matches_candle_transformers() {
+    use candle_core::Module;
+    use candle_transformers::models::clip::text_model::Activation as CtActivation;
+    use candle_transformers::models::clip::vision_model::{ClipVisionConfig, ClipVisionTransformer};
+    let model = load(DType::F32);
+    let v = &model.config().vision;
+    let cfg = ClipVisionConfig {
+        embed_dim: v.hidden_size,
+        activation: CtActivation::QuickGelu,
+        intermediate_size: v.intermediate_size,
+        num_hidden_layers: v.num_hidden_layers,
+        num_attention_heads: v.num_attention_heads,
+        projection_dim: model.config().projection_dim,
+        num_channels: v.num_channels,
+        image_size: v.image_size,
+        patch_size: v.patch_size,
+    };
+    let path = fixture("tiny-clip").join("model.safetensors");
+    // SAFETY: a read-only map of a test fixture nobody modifies.
+    let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }.unwrap();
+    let theirs = ClipVisionTransformer::new(vb.pp("vision_model"), &cfg).unwrap();
+    let proj = vb.get((model.config().projection_dim, v.hidden_size), "visual_projection.weight").unwrap();
+    let reference = tiny_reference();
+    let pixels = reference_pixels(&reference, DType::F32);
+    let want = to_f64(&theirs.forward(&pixels).unwrap().matmul(&proj.t().unwrap()).unwrap());
+    let params = model.vision().init_params().unwrap();
+    let got = to_f64(&model.image_features(&pixels, &params, Grad::Enabled).unwrap());
+    let err = rel_max_err(&got, &want);
+    assert!(err < 1e-4, "relative error {err}");
+}
