@@ -185,26 +185,15 @@ impl MethodConfig {
                 "logit_scale" => *logit_scale = float(value)?,
                 _ => return Err(unknown()),
             },
-            Self::Tent(c) => match key {
-                "steps" => c.steps = count(value)?,
-                "lr" => c.adam.lr = float(value)?,
-                "beta1" => c.adam.beta1 = float(value)?,
-                "beta2" => c.adam.beta2 = float(value)?,
-                "eps" => c.adam.eps = float(value)?,
-                "logit_scale" => c.logit_scale = float(value)?,
-                "beta_reg" => c.beta_reg = float(value)?,
-                "reset" => c.reset = value.parse()?,
-                _ => return Err(unknown()),
-            },
+            Self::Tent(c) if is_common(key) => {
+                set_common(key, value, &mut c.steps, &mut c.adam, [&mut c.logit_scale, &mut c.beta_reg], &mut c.reset)?;
+            }
+            Self::Tent(_) => return Err(unknown()),
             Self::Cliptta(c) => match key {
-                "steps" => c.steps = count(value)?,
-                "lr" => c.adam.lr = float(value)?,
-                "beta1" => c.adam.beta1 = float(value)?,
-                "beta2" => c.adam.beta2 = float(value)?,
-                "eps" => c.adam.eps = float(value)?,
-                "logit_scale" => c.logit_scale = float(value)?,
+                _ if is_common(key) => {
+                    set_common(key, value, &mut c.steps, &mut c.adam, [&mut c.logit_scale, &mut c.beta_reg], &mut c.reset)?;
+                }
                 "beta_tta" => c.beta_tta = float(value)?,
-                "beta_reg" => c.beta_reg = float(value)?,
                 "beta_ood" => c.beta_ood = float(value)?,
                 "gamma" => {
                     let g = float(value)?;
@@ -217,12 +206,54 @@ impl MethodConfig {
                 "num_shots" => c.num_shots = count(value)?,
                 "sample_size" => c.sample_size = count(value)?,
                 "seed" => c.seed = value.trim().parse().map_err(|_| bad(value, "an unsigned integer"))?,
-                "reset" => c.reset = value.parse()?,
                 _ => return Err(unknown()),
             },
         }
         Ok(())
     }
+}
+
+const COMMON_KEYS: [&str; 8] = ["steps", "lr", "beta1", "beta2", "eps", "logit_scale", "beta_reg", "reset"];
+
+fn is_common(key: &str) -> bool {
+    COMMON_KEYS.contains(&key)
+}
+
+/// Sets one of the settings TENT and CLIPTTA share ([`COMMON_KEYS`]); `Ok(false)` for any other
+/// key. `scale_and_reg` is `[logit_scale, beta_reg]`.
+fn set_common(
+    key: &str,
+    value: &str,
+    steps: &mut usize,
+    adam: &mut AdamConfig,
+    scale_and_reg: [&mut f64; 2],
+    reset: &mut ResetPolicy,
+) -> Result<bool> {
+    let float = |v: &str| {
+        v.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| Error::InvalidInput(format!("`{key}` = `{v}` is not a number")))
+    };
+    let [logit_scale, beta_reg] = scale_and_reg;
+    match key {
+        "steps" => {
+            *steps = value
+                .trim()
+                .parse()
+                .map_err(|_| Error::InvalidInput(format!("`{key}` = `{value}` is not a non-negative integer")))?
+        }
+        "lr" => adam.lr = float(value)?,
+        "beta1" => adam.beta1 = float(value)?,
+        "beta2" => adam.beta2 = float(value)?,
+        "eps" => adam.eps = float(value)?,
+        "logit_scale" => *logit_scale = float(value)?,
+        "beta_reg" => *beta_reg = float(value)?,
+        "reset" => *reset = value.parse()?,
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
