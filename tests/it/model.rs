@@ -312,3 +312,29 @@ fn vision_tower_matches_candle_transformers() {
     let err = rel_max_err(&got, &want);
     assert!(err < 1e-4, "relative error {err}");
 }
+
+/// For the published configurations of OpenAI's ViT-B/32, ViT-B/16 and ViT-L/14, the loader
+/// expects exactly the tensors (names and shapes) of transformers' CLIPModel
+/// (tests/fixtures/hf-shapes.json, from make_hf_shapes.py).
+#[test]
+fn expected_tensors_match_transformers_for_openai_shapes() {
+    let text = std::fs::read_to_string(fixture("hf-shapes.json")).unwrap();
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for name in ["clip-vit-base-patch32", "clip-vit-base-patch16", "clip-vit-large-patch14"] {
+        let entry = &all[name];
+        let cfg = ClipConfig::from_json(&entry["config"].to_string(), Path::new(name)).unwrap();
+        let ours: HashMap<String, Vec<usize>> = cliptta::model::tensor_shapes(&cfg).into_iter().collect();
+        let theirs: HashMap<String, Vec<usize>> = entry["tensors"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()))
+            .collect();
+        assert_eq!(ours, theirs, "{name}");
+        let vision_norms = theirs
+            .keys()
+            .filter(|k| k.starts_with("vision_model.") && (k.contains("norm") || k.contains("layrnorm")) && k.ends_with(".weight"))
+            .count();
+        assert_eq!(vision_norms, cfg.vision.num_layer_norms(), "{name}");
+    }
+}
