@@ -1,0 +1,186 @@
+//! The distribution-shift benchmark: Fashion-MNIST test images under the 15 corruptions at one
+//! severity, zero-shot vs TENT vs CLIPTTA (closed set), and the open set with MNIST digits
+//! (under the same corruption) mixed in as out-of-distribution images.
+//!
+//! ```text
+//! scripts/install-datasets.sh
+//! cargo run --example shift_benchmark -- --images 10000 --severity 5
+//! ```
+//! Each (corruption, method) is one stream: a fresh adapter (reset between streams, continual
+//! within), images shuffled with a fixed seed, batches of `--batch`. Prints markdown tables;
+//! results are recorded in BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use cliptta::data::{Corruption, FashionMnist, Image28, Mnist5k, Split, CLASS_NAMES, SIDE};
+use cliptta::image::{preprocess, to_tensor};
+use cliptta::model::{ClipModel, LoadOptions};
+use cliptta::tta::{Adapter, MethodConfig};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+#[derive(Parser)]
+struct Args {
+    /// Checkpoint directory.
+    #[arg(long, default_value = "data/models/default")]
+    model: PathBuf,
+    /// Test images per corruption (first N after a seeded shuffle).
+    #[arg(long, default_value_t = 10_000)]
+    images: usize,
+    /// Corruption severity (1-5).
+    #[arg(long, default_value_t = 5)]
+    severity: u8,
+    /// Corruptions to run (comma-separated names; default all 15).
+    #[arg(long, value_delimiter = ',')]
+    corruptions: Vec<String>,
+    /// Closed-set methods to compare.
+    #[arg(long, value_delimiter = ',', default_value = "zero_shot,tent,cliptta")]
+    methods: Vec<String>,
+    /// In-distribution images per batch.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Also run the open set (MNIST digits as OOD, same number per batch as --ood-batch).
+    #[arg(long)]
+    open_set: bool,
+    /// OOD images per open-set batch.
+    #[arg(long, default_value_t = 128)]
+    ood_batch: usize,
+    /// Seed for shuffling and corruption noise.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+struct StreamResult {
+    accuracy: f64,
+    distinct: usize,
+    ms_per_image: f64,
+    auroc: Option<f64>,
+    fpr95: Option<f64>,
+}
+
+fn tensor_of(images: &[Image28], model: &ClipModel) -> Result<candle_core::Tensor> {
+    let pre = model.preprocessor();
+    let batch: Vec<Vec<f32>> = images
+        .iter()
+        .map(|img| preprocess(&image::DynamicImage::ImageLuma8(cliptta::data::to_gray_image(img)), pre))
+        .collect();
+    Ok(to_tensor(&batch, pre.crop_size, model.device())?)
+}
+
+fn run_stream(
+    model: &Arc<ClipModel>,
+    method: MethodConfig,
+    id: &[(Image28, u8)],
+    ood: Option<&[Image28]>,
+    batch: usize,
+    ood_batch: usize,
+) -> Result<StreamResult> {
+    let classes: Vec<String> = CLASS_NAMES.iter().map(|s| s.to_string()).collect();
+    let mut adapter = Adapter::new(model.clone(), &classes, &["a photo of a {}".to_string()], method)?;
+    let (mut correct, mut seen) = (0usize, 0usize);
+    let mut predicted = std::collections::HashSet::new();
+    let (mut scores, mut positives) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    let mut total_images = 0usize;
+    for (b, chunk) in id.chunks(batch).enumerate() {
+        let mut images: Vec<Image28> = chunk.iter().map(|(img, _)| *img).collect();
+        if let Some(ood) = ood {
+            let start = (b * ood_batch) % ood.len();
+            images.extend((0..ood_batch).map(|i| ood[(start + i) % ood.len()]));
+        }
+        let out = adapter.adapt_and_predict(&tensor_of(&images, model)?)?;
+        total_images += images.len();
+        for (i, (_, label)) in chunk.iter().enumerate() {
+            predicted.insert(out.labels[i]);
+            correct += usize::from(out.labels[i] == *label as u32);
+            seen += 1;
+        }
+        for (i, s) in out.ood_score.iter().enumerate() {
+            scores.push(*s as f64);
+            positives.push(i < chunk.len());
+        }
+    }
+    let open = ood.is_some();
+    Ok(StreamResult {
+        accuracy: correct as f64 / seen.max(1) as f64,
+        distinct: predicted.len(),
+        ms_per_image: 1000.0 * started.elapsed().as_secs_f64() / total_images.max(1) as f64,
+        auroc: if open { cliptta_udfs::auroc(&scores, &positives) } else { None },
+        fpr95: if open { cliptta_udfs::fpr_at_tpr(&scores, &positives, 0.95) } else { None },
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let model = Arc::new(ClipModel::load(&args.model, &LoadOptions::default()).context("loading the model")?);
+    anyhow::ensure!(model.config().vision.image_size == SIDE, "the benchmark needs a {SIDE}px model");
+    let test = FashionMnist::load_default(Split::Test).context("run scripts/install-datasets.sh first")?;
+    let corruptions: Vec<Corruption> = if args.corruptions.is_empty() {
+        Corruption::ALL.to_vec()
+    } else {
+        args.corruptions.iter().map(|c| c.parse::<Corruption>()).collect::<cliptta::Result<_>>()?
+    };
+    let mut order: Vec<usize> = (0..test.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed));
+    order.truncate(args.images.min(test.len()));
+    let mnist = if args.open_set { Some(Mnist5k::load_default().context("run scripts/install-datasets.sh first")?) } else { None };
+
+    println!(
+        "model {} ({}), {} images per corruption, severity {}, batch {}{}",
+        args.model.display(),
+        &model.content_hash()[..12],
+        order.len(),
+        args.severity,
+        args.batch,
+        if args.open_set { format!(", open set +{} MNIST per batch", args.ood_batch) } else { String::new() }
+    );
+    let mut header = String::from("| corruption |");
+    for m in &args.methods {
+        header += &format!(" {m} acc | {m} classes | {m} ms/img |");
+    }
+    if args.open_set {
+        header += " ZS-open ACC | ZS-open AUROC | ZS-open FPR95 | CLIPTTA-open ACC | CLIPTTA-open AUROC | CLIPTTA-open FPR95 |";
+    }
+    println!("{header}");
+    println!("|{}", "---|".repeat(header.matches('|').count() - 1));
+    let mut sums = vec![0f64; header.matches('|').count() - 2];
+    for (ci, corruption) in corruptions.iter().enumerate() {
+        let seed = args.seed ^ ((ci as u64) << 32);
+        let id: Vec<(Image28, u8)> = order
+            .iter()
+            .map(|&i| Ok((corruption.apply(&test.images[i], args.severity, seed ^ i as u64)?, test.labels[i])))
+            .collect::<cliptta::Result<_>>()?;
+        let mut row = vec![];
+        for m in &args.methods {
+            let r = run_stream(&model, MethodConfig::from_name(m, false)?, &id, None, args.batch, args.ood_batch)?;
+            row.extend([100.0 * r.accuracy, r.distinct as f64, r.ms_per_image]);
+        }
+        if let Some(mnist) = &mnist {
+            let mut ood: Vec<Image28> = mnist
+                .images
+                .iter()
+                .enumerate()
+                .map(|(i, img)| corruption.apply(img, args.severity, seed ^ (1 << 40) ^ i as u64))
+                .collect::<cliptta::Result<_>>()?;
+            // The file is sorted by digit; mix it so every batch sees every digit.
+            ood.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+            for m in ["zero_shot", "cliptta"] {
+                let r = run_stream(&model, MethodConfig::from_name(m, true)?, &id, Some(&ood), args.batch, args.ood_batch)?;
+                row.extend([100.0 * r.accuracy, 100.0 * r.auroc.unwrap_or(f64::NAN), 100.0 * r.fpr95.unwrap_or(f64::NAN)]);
+            }
+        }
+        for (s, v) in sums.iter_mut().zip(&row) {
+            *s += v;
+        }
+        let cells: Vec<String> = row.iter().map(|v| format!("{v:.2}")).collect();
+        println!("| {} | {} |", corruption.name(), cells.join(" | "));
+    }
+    let n = corruptions.len() as f64;
+    let cells: Vec<String> = sums.iter().map(|v| format!("{:.2}", v / n)).collect();
+    println!("| **mean** | {} |", cells.join(" | "));
+    Ok(())
+}
