@@ -141,6 +141,10 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 
+    pub(crate) fn write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Write { path: path.into(), source }
+    }
+
     pub(crate) fn dataset(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::Dataset { path: path.into(), message: message.into() }
     }
