@@ -23,6 +23,7 @@
 pub mod error;
 pub mod image;
 pub mod model;
+pub mod source;
 pub mod tta;
 
 pub use error::{Error, Result};
