@@ -24,6 +24,7 @@ pub mod error;
 pub mod image;
 pub mod model;
 pub mod source;
+pub mod sql;
 pub mod tta;
 
 pub use error::{Error, Result};
