@@ -64,8 +64,8 @@ fn literal(function: &str, what: &str, expr: &Expr) -> Result<OptionValue> {
 }
 
 fn string_arg(function: &str, what: &str, expr: Option<&Expr>, usage: &str) -> Result<String> {
-    match expr.map(|e| literal(function, what, e)).transpose()? {
-        Some(OptionValue::Text(s)) => Ok(s),
+    match expr {
+        Some(Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _)) => Ok(s.clone()),
         _ => plan_err!("{function}: the {what} must be a string; usage: {usage}"),
     }
 }

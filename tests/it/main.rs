@@ -2,5 +2,6 @@
 //! DataFusion and candle again).
 
 mod model;
+mod sql;
 mod tta;
 mod support;
