@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per area (each extra test binary would link
 //! DataFusion and candle again).
 
+mod cli;
 mod model;
 mod sql;
 mod tta;

@@ -9,9 +9,10 @@ use datafusion::prelude::SessionContext;
 use crate::cli::args::{OutputFormat, SqlArgs};
 use crate::cli::UsageError;
 
-/// A session with cliptta's table functions and the evaluation UDFs.
+/// A session with cliptta's table functions and the evaluation UDFs, where files can be
+/// queried by path (`SELECT * FROM 'out.parquet'`).
 pub fn session() -> SessionContext {
-    let ctx = SessionContext::new();
+    let ctx = SessionContext::new().enable_url_table();
     cliptta::sql::register(&ctx);
     cliptta_udfs::register_all(&ctx);
     ctx
