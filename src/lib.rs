@@ -12,9 +12,15 @@
 //! - [`image`]: decoding and CLIP preprocessing of raw image bytes.
 //! - [`tta`]: the [`tta::Adapter`] that runs zero-shot, TENT or CLIPTTA (closed or open set)
 //!   over a stream of batches.
+//! - [`source`]: object-store locations with globs, stores from the environment, listing in a
+//!   seeded order, fetches with timeouts and retries.
+//! - [`sql`]: DataFusion: the `cliptta(...)` / `cliptta_table(...)` table functions,
+//!   `ClipTtaExec` and [`sql::adapt_stream`] for Arrow record batch streams.
 //!
 //! ## Threading
 //! Model work is synchronous and CPU-bound (candle uses its own thread pool for matrix products).
+//! In the SQL layer, fetches are async (bounded by `concurrency`), decoding/preprocessing and
+//! adaptation run on Tokio's blocking pool, and each partition is one adapting stream.
 //!
 //! ## Features
 //! - `cuda`: candle's CUDA backend, selected at run time with device `cuda` or `cuda:N`. It needs
