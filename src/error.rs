@@ -134,9 +134,77 @@ pub enum Error {
     /// Encoding or decoding an image in memory failed.
     #[error(transparent)]
     Image(#[from] image::ImageError),
+    /// Image bytes exceed a configured limit (bytes, pixels or a side); the row's status is
+    /// `too_large`.
+    #[error("{what} {actual} exceeds the limit of {limit}")]
+    TooLarge {
+        /// Which limit: `size in bytes`, `pixel count`, `width`, `height`.
+        what: &'static str,
+        /// The value found.
+        actual: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+
+    /// The decoder refused the image under its memory or dimension limits; the row's status is
+    /// `too_large`.
+    #[error("image exceeds the decoder's limits: {0}")]
+    DecoderLimit(String),
+
+    /// Bytes that are not a decodable image (empty, unknown format, corrupt, truncated); the row's
+    /// status is `decode_error`.
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+
+    /// An object could not be read from its store; the row's status is `fetch_error`.
+    #[error("cannot fetch {location}: {source}")]
+    Fetch {
+        /// The object's URL.
+        location: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// A fetch did not finish in time; the row's status is `fetch_error`.
+    #[error("fetching {location} timed out after {seconds} s")]
+    FetchTimeout {
+        /// The object's URL.
+        location: String,
+        /// The timeout.
+        seconds: f64,
+    },
+
+    /// A location (URL or path) is malformed or names an unsupported scheme.
+    #[error("invalid location `{location}`: {message}")]
+    Location {
+        /// The location as given.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// An object store could not be built, listed or read.
+    #[error(transparent)]
+    ObjectStore(#[from] object_store::Error),
+
+    /// An Arrow operation failed.
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
 }
 
 impl Error {
+    /// The `status` column value of a row that failed with this error: `too_large`,
+    /// `decode_error`, `fetch_error`, or `error` for anything else.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Error::TooLarge { .. } | Error::DecoderLimit(_) => "too_large",
+            Error::Decode(_) => "decode_error",
+            Error::Fetch { .. } | Error::FetchTimeout { .. } => "fetch_error",
+            _ => "error",
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
     }

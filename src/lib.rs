@@ -15,9 +15,15 @@
 //!   over a stream of batches.
 //! - [`data`]: the real datasets behind the embedded default (Fashion-MNIST, MNIST digits as
 //!   out-of-distribution images), the 15 corruptions of the -C benchmarks, and the demo lake.
+//! - [`source`]: object-store locations with globs, stores from the environment, listing in a
+//!   seeded order, fetches with timeouts and retries.
+//! - [`sql`]: DataFusion: the `cliptta(...)` / `cliptta_table(...)` table functions,
+//!   `ClipTtaExec` and [`sql::adapt_stream`] for Arrow record batch streams.
 //!
 //! ## Threading
 //! Model work is synchronous and CPU-bound (candle uses its own thread pool for matrix products).
+//! In the SQL layer, fetches are async (bounded by `concurrency`), decoding/preprocessing and
+//! adaptation run on Tokio's blocking pool, and each partition is one adapting stream.
 //!
 //! ## Features
 //! - `cuda`: candle's CUDA backend, selected at run time with device `cuda` or `cuda:N`. It needs
@@ -28,6 +34,8 @@ pub mod error;
 pub mod image;
 pub mod model;
 pub mod pretrain;
+pub mod source;
+pub mod sql;
 pub mod tta;
 
 pub use error::{Error, Result};

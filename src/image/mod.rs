@@ -1,5 +1,7 @@
 //! Raw image bytes to model input: decoding with explicit limits, then CLIP preprocessing.
 
+mod decode;
 mod preprocess;
 
+pub use decode::{decode, decode_and_preprocess, DecodeLimits};
 pub use preprocess::{preprocess, to_tensor};

@@ -20,6 +20,7 @@
 //! ```
 
 mod activation;
+mod cache;
 pub(crate) mod checkpoint;
 mod clip;
 mod config;
@@ -35,6 +36,7 @@ mod vision;
 pub(crate) mod weights;
 
 pub use activation::Activation;
+pub use cache::load_cached;
 pub use checkpoint::{
     random_weights, tensor_shapes, word_level_tokenizer_json, write_checkpoint, write_random_checkpoint, END_OF_TEXT,
     START_OF_TEXT,

@@ -1,7 +1,9 @@
 //! Integration tests: one binary, a module per area (each extra test binary would link
 //! DataFusion and candle again).
 
+mod cli;
 mod data;
 mod model;
+mod sql;
 mod tta;
 mod support;

@@ -31,3 +31,50 @@ pub fn rel_max_err(actual: &[f64], expected: &[f64]) -> f64 {
 pub fn to_f64(t: &Tensor) -> Vec<f64> {
     t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F64)).and_then(|t| t.to_vec1()).expect("tensor")
 }
+
+/// The tiny fixture model's directory, as a string for SQL.
+pub fn tiny_model() -> String {
+    fixture("tiny-clip").display().to_string()
+}
+
+/// Encodes a synthetic image (a colour gradient) in `format`.
+pub fn image_bytes(w: u32, h: u32, seed: u8, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x as u8).wrapping_mul(seed), (y as u8).wrapping_add(seed), seed.wrapping_mul(37)])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img).write_to(&mut out, format).expect("encode");
+    out.into_inner()
+}
+
+/// A small lake: six good images (PNG and JPEG) and five bad objects, with the status each
+/// should get when `max_pixels` is 10000.
+pub fn lake_files() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    use image::ImageFormat::{Jpeg, Png};
+    let png = image_bytes(40, 30, 3, Png);
+    let mut corrupt = image_bytes(48, 48, 9, Jpeg);
+    for b in corrupt.iter_mut().skip(20) {
+        *b = 0x5a;
+    }
+    vec![
+        ("a.png", png.clone(), "ok"),
+        ("b.png", image_bytes(32, 64, 5, Png), "ok"),
+        ("c.jpg", image_bytes(64, 48, 7, Jpeg), "ok"),
+        ("d.jpg", image_bytes(50, 50, 11, Jpeg), "ok"),
+        ("e.png", image_bytes(33, 33, 13, Png), "ok"),
+        ("f.jpg", image_bytes(40, 80, 17, Jpeg), "ok"),
+        ("corrupt.jpg", corrupt, "decode_error"),
+        ("empty.png", Vec::new(), "decode_error"),
+        ("huge.png", image_bytes(200, 100, 1, Png), "too_large"),
+        ("notes.txt", b"not an image\n".to_vec(), "decode_error"),
+        ("truncated.png", png[..png.len() / 2].to_vec(), "decode_error"),
+    ]
+}
+
+/// Writes [`lake_files`] under `dir`.
+pub fn write_lake(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).expect("lake dir");
+    for (name, bytes, _) in lake_files() {
+        std::fs::write(dir.join(name), bytes).expect("lake file");
+    }
+}

@@ -1,0 +1,144 @@
+//! Command-line arguments. The adaptation options are not repeated here: [`TtaArgs`] builds one
+//! `--flag` per entry of `cliptta::sql::OPTIONS`, with its doc as help.
+
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use cliptta::sql::{OptionValue, OPTIONS};
+
+/// CLIP test-time adaptation over image lakes, as SQL.
+#[derive(Debug, Parser)]
+#[command(name = "cliptta", version, about)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run SQL with `cliptta(...)`, `cliptta_table(...)` and the evaluation functions registered.
+    Sql(SqlArgs),
+    /// Label every image under a location and write the predictions to Parquet.
+    Label(LabelArgs),
+}
+
+/// How `sql` prints results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// A JSON array of objects per statement.
+    Json,
+}
+
+/// `cliptta sql`.
+#[derive(Debug, clap::Args)]
+pub struct SqlArgs {
+    /// The SQL to run (statements separated by `;`).
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub query: Option<String>,
+    /// Read the SQL from this file.
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// `cliptta label`.
+#[derive(Debug, clap::Args)]
+pub struct LabelArgs {
+    /// The images: a directory, a glob, or a URL (s3://, gs://, az://, http(s)://, file://).
+    pub location: String,
+    /// The Parquet file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Object-store settings as KEY=VALUE (aws_endpoint=..., allow_http=true, ...).
+    #[arg(short = 'o', long = "store-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub store_options: Vec<(String, String)>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Adaptation options.
+    #[command(flatten)]
+    pub options: TtaArgs,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+/// The options of `cliptta::sql::OPTIONS` given on the command line, as key/value pairs.
+#[derive(Debug, Clone, Default)]
+pub struct TtaArgs {
+    /// The pairs, in table order.
+    pub pairs: Vec<(String, OptionValue)>,
+}
+
+fn leak(s: String) -> &'static str {
+    // Built once per process for the option table's flags.
+    Box::leak(s.into_boxed_str())
+}
+
+impl Args for TtaArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        OPTIONS.iter().fold(cmd, |cmd, def| {
+            let help = if def.default.is_empty() { def.doc.to_string() } else { format!("{} [default: {}]", def.doc, def.default) };
+            let mut arg = Arg::new(def.name)
+                .long(leak(def.name.replace('_', "-")))
+                .value_name(leak(def.kind.to_ascii_uppercase()))
+                .help(leak(help))
+                .help_heading("Adaptation options");
+            if def.kind == "boolean" {
+                arg = arg.num_args(0..=1).default_missing_value("true");
+            }
+            cmd.arg(arg)
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for TtaArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let pairs = OPTIONS
+            .iter()
+            .filter(|def| matches.value_source(def.name) == Some(ValueSource::CommandLine))
+            .filter_map(|def| matches.get_one::<String>(def.name).map(|v| (def.name.to_string(), OptionValue::Text(v.clone()))))
+            .collect();
+        Ok(Self { pairs })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn options_become_flags() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["cliptta", "label", "/data", "--out", "x.parquet", "--classes", "a,b", "--emit-probs", "--adapt-batch-size", "8", "-o", "allow_http=true"]).unwrap();
+        let Command::Label(args) = cli.command else { panic!("label") };
+        assert_eq!(
+            args.options.pairs,
+            [("classes".to_string(), OptionValue::from("a,b")), ("adapt_batch_size".to_string(), OptionValue::from("8")), ("emit_probs".to_string(), OptionValue::from("true"))]
+        );
+        assert_eq!(args.store_options, [("allow_http".to_string(), "true".to_string())]);
+    }
+}

@@ -1,0 +1,114 @@
+//! `cliptta label`: label every image under a location and write Parquet, with a progress bar,
+//! a summary, and the run recorded in the file's key/value metadata.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::physical_plan::execute_stream;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use cliptta::model::{load_cached, LoadOptions};
+use cliptta::source::{list_objects, ImageLocation};
+use cliptta::sql::{resolve_store, ClipTtaOptions, ClipTtaProvider, OptionValue, ProviderSource};
+
+use super::sql::session;
+use crate::cli::args::LabelArgs;
+use crate::cli::UsageError;
+
+/// Counts for the final summary.
+#[derive(Debug, Default)]
+struct Summary {
+    rows: usize,
+    by_status: BTreeMap<String, usize>,
+    by_label: BTreeMap<String, usize>,
+    ood: usize,
+}
+
+impl Summary {
+    fn add(&mut self, batch: &RecordBatch) {
+        self.rows += batch.num_rows();
+        let column = |name: &str| batch.schema().index_of(name).ok().map(|i| batch.column(i).clone());
+        if let Some(status) = column("status") {
+            for s in status.as_string::<i32>().iter().flatten() {
+                *self.by_status.entry(s.to_string()).or_default() += 1;
+            }
+        }
+        if let Some(label) = column("label") {
+            for l in label.as_string::<i32>().iter().flatten() {
+                *self.by_label.entry(l.to_string()).or_default() += 1;
+            }
+        }
+        if let Some(ood) = column("is_ood") {
+            let ood = ood.as_boolean();
+            self.ood += (0..ood.len()).filter(|&i| ood.is_valid(i) && ood.value(i)).count();
+        }
+    }
+
+    fn print(&self, out: &std::path::Path) {
+        let ok = self.by_status.get("ok").copied().unwrap_or(0);
+        let join = |m: &BTreeMap<String, usize>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        println!("labelled {} images -> {}", self.rows, out.display());
+        println!("status: {}", join(&self.by_status));
+        println!("labels: {}", join(&self.by_label));
+        let fraction = if ok == 0 { 0.0 } else { 100.0 * self.ood as f64 / ok as f64 };
+        println!("ood: {} of {ok} ({fraction:.1}%)", self.ood);
+    }
+}
+
+/// Runs the command.
+pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
+    let mut pairs = args.options.pairs.clone();
+    pairs.extend(args.store_options.iter().map(|(k, v)| (k.clone(), OptionValue::Text(v.clone()))));
+    let options = ClipTtaOptions::parse(&pairs).map_err(|errors| UsageError(errors.join("\n")))?;
+    let location = ImageLocation::parse(&args.location).map_err(|e| UsageError(e.to_string()))?;
+
+    let ctx = session();
+    let store = resolve_store(&ctx.runtime_env(), &location, &options.store_options)?;
+    let total = list_objects(&store, &location, options.order()).await?.len();
+    let model_dir = options.model.clone();
+    let load = LoadOptions { device: options.device, ..LoadOptions::default() };
+    let model = tokio::task::spawn_blocking(move || load_cached(&model_dir, &load)).await??;
+
+    let mut metadata = vec![
+        ("cliptta.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("cliptta.location".to_string(), location.original().to_string()),
+        ("cliptta.model".to_string(), options.model.display().to_string()),
+        ("cliptta.model_hash".to_string(), model.content_hash().to_string()),
+        ("cliptta.resume".to_string(), options.resume.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+    ];
+    metadata.extend(options.describe().into_iter().map(|(k, v)| (format!("cliptta.{k}"), v)));
+
+    let provider = ClipTtaProvider::try_new(ProviderSource::Lake(location), options)?;
+    let df = ctx.read_table(Arc::new(provider))?;
+    let plan = df.create_physical_plan().await?;
+    let schema = plan.schema();
+    let mut stream = execute_stream(plan, ctx.task_ctx())?;
+
+    let props = WriterProperties::builder()
+        .set_key_value_metadata(Some(metadata.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()))
+        .build();
+    let file = std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
+
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images {per_sec} eta {eta} {msg}")?);
+    let mut summary = Summary::default();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        writer.write(&batch)?;
+        summary.add(&batch);
+        bar.inc(batch.num_rows() as u64);
+        let failed = summary.rows - summary.by_status.get("ok").copied().unwrap_or(0);
+        bar.set_message(format!("({failed} failed)"));
+    }
+    writer.close()?;
+    bar.finish_and_clear();
+    summary.print(&args.out);
+    Ok(())
+}

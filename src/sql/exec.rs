@@ -1,0 +1,165 @@
+//! `ClipTtaExec`: the stateful operator that appends predictions to every input row.
+//!
+//! Shaped like DataFusion's `AsyncFuncExec`: input columns (less the image bytes), then the
+//! prediction columns; schema and plan properties computed once in `try_new`. Each partition
+//! runs one [`ClipTtaStream`]; with `reset = never` the partitions share one adapter (and it
+//! keeps adapting if the plan is executed again), with `per_partition` each has its own.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{internal_err, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties};
+use tokio::sync::OnceCell;
+
+use super::metrics::ClipTtaMetrics;
+use super::options::ClipTtaOptions;
+use super::schema::{embedding_dim, output_schema, prediction_fields};
+use super::stream::{ClipTtaStream, ImageSource, SharedAdapter};
+
+/// Appends cliptta's prediction columns to its input (see the module docs).
+#[derive(Debug, Clone)]
+pub struct ClipTtaExec {
+    input: Arc<dyn ExecutionPlan>,
+    options: Arc<ClipTtaOptions>,
+    source: ImageSource,
+    drop_image: bool,
+    embedding_dim: Option<i32>,
+    cache: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+    adapter: Arc<OnceCell<SharedAdapter>>,
+}
+
+impl ClipTtaExec {
+    /// Wraps `input`, whose images come from `source`. With `drop_image` the binary image
+    /// column is left out of the output.
+    pub fn try_new(input: Arc<dyn ExecutionPlan>, source: ImageSource, options: Arc<ClipTtaOptions>, drop_image: bool) -> Result<Self> {
+        let dim = embedding_dim(&options)?;
+        let drop = match (&source, drop_image) {
+            (ImageSource::Bytes { column }, true) => Some(*column),
+            _ => None,
+        };
+        let schema = output_schema(&input.schema(), drop, &prediction_fields(&options, dim))?;
+        let cache = Self::compute_properties(&input, schema);
+        Ok(Self {
+            input,
+            options,
+            source,
+            drop_image,
+            embedding_dim: dim,
+            cache: Arc::new(cache),
+            metrics: ExecutionPlanMetricsSet::new(),
+            adapter: Arc::new(OnceCell::new()),
+        })
+    }
+
+    fn compute_properties(input: &Arc<dyn ExecutionPlan>, schema: SchemaRef) -> PlanProperties {
+        PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
+            input.pipeline_behavior(),
+            input.boundedness(),
+        )
+    }
+
+    /// The input plan.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    /// The scan's options.
+    pub fn options(&self) -> &ClipTtaOptions {
+        &self.options
+    }
+
+    fn drop_column(&self) -> Option<usize> {
+        match (&self.source, self.drop_image) {
+            (ImageSource::Bytes { column }, true) => Some(*column),
+            _ => None,
+        }
+    }
+}
+
+impl DisplayAs for ClipTtaExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let o = &self.options;
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                write!(f, "ClipTtaExec: method={}, classes={}, batch={}, reset={}", o.method, o.classes.len(), o.adapt_batch_size, o.reset.name())?;
+                if o.open_set {
+                    write!(f, ", open_set=true")?;
+                }
+                Ok(())
+            }
+            DisplayFormatType::TreeRender => {
+                writeln!(f, "method={}", o.method)?;
+                writeln!(f, "classes={}", o.classes.len())?;
+                writeln!(f, "batch={}", o.adapt_batch_size)?;
+                writeln!(f, "reset={}", o.reset.name())?;
+                if o.open_set {
+                    writeln!(f, "open_set=true")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ExecutionPlan for ClipTtaExec {
+    fn name(&self) -> &str {
+        "ClipTtaExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("ClipTtaExec takes one child, got {}", children.len());
+        }
+        let input = children.swap_remove(0);
+        let cache = Self::compute_properties(&input, self.schema());
+        Ok(Arc::new(Self { input, cache: Arc::new(cache), metrics: ExecutionPlanMetricsSet::new(), ..Self::clone(&self) }))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let stream = ClipTtaStream::new(
+            input,
+            self.schema(),
+            self.options.clone(),
+            self.source.clone(),
+            self.drop_column(),
+            self.embedding_dim,
+            ClipTtaMetrics::new(&self.metrics, partition),
+            self.adapter.clone(),
+        );
+        Ok(stream.into_stream())
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}

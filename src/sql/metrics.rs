@@ -1,0 +1,60 @@
+//! `ClipTtaMetrics`: what one partition of a `ClipTtaExec` did, visible in `EXPLAIN ANALYZE`.
+
+use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, Time};
+
+/// The row failure reasons, each with its own `rows_failed_<reason>` counter.
+pub const FAILURE_REASONS: &[&str] = &["fetch_error", "decode_error", "too_large", "null_input", "error"];
+
+/// Metrics of one partition: DataFusion's baseline (output rows, elapsed compute) plus
+/// cliptta's counters and timers.
+#[derive(Debug, Clone)]
+pub struct ClipTtaMetrics {
+    /// Output rows and elapsed compute.
+    pub baseline: BaselineMetrics,
+    /// Rows predicted (`status = ok`).
+    pub rows_ok: Count,
+    /// Rows failed, one counter per reason in [`FAILURE_REASONS`] order, named
+    /// `rows_failed_<reason>` (EXPLAIN ANALYZE sums labelled counters, so the reason is in the
+    /// name).
+    pub rows_failed: Vec<Count>,
+    /// Adaptation batches run.
+    pub adapt_batches: Count,
+    /// Time fetching bytes from the store (summed over concurrent fetches).
+    pub fetch_time: Time,
+    /// Time decoding and preprocessing (summed over blocking threads).
+    pub decode_time: Time,
+    /// Time in `Adapter::adapt_and_predict`.
+    pub adapt_time: Time,
+    /// Time loading the model and building the adapter.
+    pub load_time: Time,
+}
+
+impl ClipTtaMetrics {
+    /// Registers the metrics of `partition` in `metrics`.
+    pub fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        Self {
+            baseline: BaselineMetrics::new(metrics, partition),
+            rows_ok: MetricBuilder::new(metrics).counter("rows_ok", partition),
+            rows_failed: FAILURE_REASONS
+                .iter()
+                .map(|reason| MetricBuilder::new(metrics).counter(format!("rows_failed_{reason}"), partition))
+                .collect(),
+            adapt_batches: MetricBuilder::new(metrics).counter("adapt_batches", partition),
+            fetch_time: MetricBuilder::new(metrics).subset_time("fetch_time", partition),
+            decode_time: MetricBuilder::new(metrics).subset_time("decode_time", partition),
+            adapt_time: MetricBuilder::new(metrics).subset_time("adapt_time", partition),
+            load_time: MetricBuilder::new(metrics).subset_time("load_time", partition),
+        }
+    }
+
+    /// Counts one failed row.
+    pub fn record_failure(&self, reason: &str) {
+        let i = FAILURE_REASONS.iter().position(|r| *r == reason).unwrap_or(FAILURE_REASONS.len() - 1);
+        self.rows_failed[i].add(1);
+    }
+
+    /// Failed rows over all reasons.
+    pub fn rows_failed_total(&self) -> usize {
+        self.rows_failed.iter().map(Count::value).sum()
+    }
+}

@@ -1,0 +1,51 @@
+//! DataFusion integration: the `cliptta(...)` and `cliptta_table(...)` table functions, their
+//! provider, the stateful [`ClipTtaExec`] and its per-partition [`ClipTtaStream`], plus
+//! [`adapt_stream`] for Arrow record batch streams.
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> datafusion::common::Result<()> {
+//! # let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip");
+//! # let lake = tempfile::tempdir()?;
+//! # image::RgbImage::new(8, 8).save(lake.path().join("a.png")).map_err(|e| datafusion::error::DataFusionError::External(e.into()))?;
+//! use datafusion::prelude::SessionContext;
+//! let ctx = SessionContext::new();
+//! cliptta::sql::register(&ctx);
+//! let sql = format!(
+//!     "SELECT label, status FROM cliptta('{}', 'classes', 'cat,dog', 'model', '{}')",
+//!     lake.path().display(),
+//!     model.display()
+//! );
+//! let batches = ctx.sql(&sql).await?.collect().await?;
+//! assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod exec;
+mod listing;
+mod metrics;
+mod options;
+mod provider;
+mod schema;
+mod stream;
+mod udtf;
+
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+
+pub use exec::ClipTtaExec;
+pub use listing::ImageListingExec;
+pub use metrics::{ClipTtaMetrics, FAILURE_REASONS};
+pub use options::{default_model_dir, option, ClipTtaOptions, OptionDef, OptionValue, Reset, OPTIONS};
+pub use provider::{resolve_store, ClipTtaProvider, ProviderSource};
+pub use schema::{lake_schema, prediction_fields, STATUS_NULL, STATUS_OK};
+pub use stream::{adapt_stream, build_adapter, ClipTtaStream, ImageSource, SharedAdapter};
+pub use udtf::{ClipTtaFunction, ClipTtaTableFunction};
+
+/// Registers `cliptta` and `cliptta_table` with `ctx`.
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udtf("cliptta", Arc::new(ClipTtaFunction));
+    ctx.register_udtf("cliptta_table", Arc::new(ClipTtaTableFunction));
+}

@@ -1,0 +1,689 @@
+//! The options of `cliptta(...)`, `cliptta_table(...)`, the CLI and the Arrow entry point,
+//! each defined once in [`OPTIONS`]: name, type, default, doc and parser.
+//!
+//! Keys are parsed as consumed (ours), store keys (`aws_*`, `google_*`, `azure_*`,
+//! `allow_http`, ... passed to the object store) or invalid; every invalid key and value is
+//! reported at once, as one planning error naming the function and each option.
+
+use std::path::{Path, PathBuf};
+
+use datafusion::common::{plan_err, Result as DfResult};
+
+use crate::image::DecodeLimits;
+use crate::model::{DeviceSpec, DEFAULT_TEMPLATE};
+use crate::source::{is_store_option, FetchOptions, ListingOrder};
+use crate::tta::MethodConfig;
+
+/// One option value as it arrives: a string (SQL string or number literal, CLI text) or a list
+/// (SQL `['a', 'b']`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptionValue {
+    /// A scalar, as text.
+    Text(String),
+    /// A list of strings.
+    List(Vec<String>),
+}
+
+impl From<&str> for OptionValue {
+    fn from(s: &str) -> Self {
+        Self::Text(s.to_string())
+    }
+}
+
+impl std::fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text(s) => write!(f, "{s}"),
+            Self::List(v) => write!(f, "[{}]", v.join(", ")),
+        }
+    }
+}
+
+/// When the adapted weights go back to the checkpoint's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    /// Continual: one adapter for the whole scan, shared by its partitions.
+    Never,
+    /// Episodic: reset before every adaptation batch.
+    PerBatch,
+    /// One fresh adapter per partition.
+    PerPartition,
+}
+
+impl Reset {
+    /// The option's spelling.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::PerBatch => "per_batch",
+            Self::PerPartition => "per_partition",
+        }
+    }
+}
+
+/// Every setting of a cliptta scan, typed. Build it with [`ClipTtaOptions::parse`] (the SQL
+/// functions and the CLI do) or [`ClipTtaOptions::new`] and field updates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipTtaOptions {
+    /// Class names, in label-id order.
+    pub classes: Vec<String>,
+    /// Prompt templates (`{}` is the class name); class embeddings are averaged over them.
+    pub templates: Vec<String>,
+    /// Model directory (Hugging Face layout).
+    pub model: PathBuf,
+    /// `zero_shot`, `tent` or `cliptta`.
+    pub method: String,
+    /// Open-set CLIPTTA: OOD scores, Otsu threshold, OCE loss.
+    pub open_set: bool,
+    /// Images per adaptation batch (independent of DataFusion's batch size).
+    pub adapt_batch_size: usize,
+    /// Optimisation steps per batch (the method's default when `None`).
+    pub steps: Option<usize>,
+    /// Adam learning rate (the method's default when `None`).
+    pub lr: Option<f64>,
+    /// Reset policy.
+    pub reset: Reset,
+    /// `shuffle` (seeded) or `listing` (path order) for lake scans.
+    pub shuffle: bool,
+    /// Seed of the listing shuffle and the memory sampler.
+    pub seed: u64,
+    /// Emit the `probs` column.
+    pub emit_probs: bool,
+    /// Emit the `embedding` column.
+    pub emit_embedding: bool,
+    /// Largest encoded image accepted, in bytes.
+    pub max_bytes: u64,
+    /// Largest `width * height` accepted.
+    pub max_pixels: u64,
+    /// Largest width or height accepted.
+    pub max_dimension: u32,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: DeviceSpec,
+    /// Fetches (and decodes) in flight per partition.
+    pub concurrency: usize,
+    /// Partitions of a lake scan (each adapts as its own stream).
+    pub partitions: usize,
+    /// Adapter state to resume from (`Adapter::save_state` file).
+    pub resume: Option<PathBuf>,
+    /// Where to save the adapter state when a partition's stream ends.
+    pub save_state: Option<PathBuf>,
+    /// Object-store keys (`aws_endpoint`, `allow_http`, ...), passed to the store builder.
+    pub store_options: Vec<(String, String)>,
+}
+
+type Apply = fn(&mut ClipTtaOptions, &OptionValue) -> Result<(), String>;
+
+/// The definition of one option.
+pub struct OptionDef {
+    /// The key.
+    pub name: &'static str,
+    /// The value type, for help texts.
+    pub kind: &'static str,
+    /// The default as text (`""` when there is none); parsed by [`OptionDef::apply`] itself.
+    pub default: &'static str,
+    /// One line of documentation.
+    pub doc: &'static str,
+    apply: Apply,
+}
+
+impl std::fmt::Debug for OptionDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OptionDef").field("name", &self.name).field("kind", &self.kind).field("default", &self.default).finish()
+    }
+}
+
+impl OptionDef {
+    /// Parses `value` into `options`.
+    pub fn apply(&self, options: &mut ClipTtaOptions, value: &OptionValue) -> Result<(), String> {
+        (self.apply)(options, value)
+    }
+}
+
+fn text<'a>(v: &'a OptionValue, what: &str) -> Result<&'a str, String> {
+    match v {
+        OptionValue::Text(s) => Ok(s.trim()),
+        OptionValue::List(_) => Err(format!("expected {what}, got a list")),
+    }
+}
+
+fn count(v: &OptionValue) -> Result<usize, String> {
+    let s = text(v, "a positive integer")?;
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{s}` is not a positive integer")),
+    }
+}
+
+fn big(v: &OptionValue) -> Result<u64, String> {
+    let s = text(v, "a positive integer")?;
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{s}` is not a positive integer")),
+    }
+}
+
+fn flag(v: &OptionValue) -> Result<bool, String> {
+    match text(v, "a boolean")?.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(format!("`{other}` is not a boolean (true or false)")),
+    }
+}
+
+fn path(v: &OptionValue) -> Result<Option<PathBuf>, String> {
+    let s = text(v, "a path")?;
+    Ok((!s.is_empty()).then(|| PathBuf::from(s)))
+}
+
+/// A list option: a SQL list, a file with one item per line, or inline items split on `sep`.
+fn list(v: &OptionValue, sep: char) -> Result<Vec<String>, String> {
+    let items: Vec<String> = match v {
+        OptionValue::List(items) => items.iter().map(|s| s.trim().to_string()).collect(),
+        OptionValue::Text(s) => {
+            let p = Path::new(s.trim());
+            if !s.contains(sep) && p.is_file() {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+            } else {
+                s.split(sep).map(|c| c.trim().to_string()).collect()
+            }
+        }
+    };
+    if items.is_empty() || items.iter().any(String::is_empty) {
+        return Err(format!("`{v}` has an empty item"));
+    }
+    Ok(items)
+}
+
+/// The default model directory: `$CLIPTTA_MODEL`, else `data/models/default` in the crate.
+pub fn default_model_dir() -> PathBuf {
+    match std::env::var_os("CLIPTTA_MODEL") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/default"),
+    }
+}
+
+/// Every option, in help order.
+pub const OPTIONS: &[OptionDef] = &[
+    OptionDef {
+        name: "classes",
+        kind: "list",
+        default: "",
+        doc: "class names: a comma-separated list, a SQL list, or a file with one class per line (required)",
+        apply: |o, v| {
+            o.classes = list(v, ',')?;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "templates",
+        kind: "list",
+        default: DEFAULT_TEMPLATE,
+        doc: "prompt templates with `{}` for the class: separated by `|`, a SQL list, or a file with one per line",
+        apply: |o, v| {
+            let t = list(v, '|')?;
+            if let Some(bad) = t.iter().find(|t| !t.contains("{}")) {
+                return Err(format!("template `{bad}` has no `{{}}` placeholder"));
+            }
+            o.templates = t;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "model",
+        kind: "path",
+        default: "",
+        doc: "model directory in the Hugging Face layout (default: $CLIPTTA_MODEL, else data/models/default)",
+        apply: |o, v| {
+            let p = path(v)?.ok_or("empty path")?;
+            if !p.join("config.json").is_file() {
+                return Err(format!("no model at `{}` (config.json not found)", p.display()));
+            }
+            o.model = p;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "method",
+        kind: "zero_shot|tent|cliptta",
+        default: "cliptta",
+        doc: "adaptation method",
+        apply: |o, v| {
+            let m = text(v, "a method name")?;
+            match m {
+                "zero_shot" | "tent" | "cliptta" => o.method = m.to_string(),
+                other => return Err(format!("`{other}` is not one of zero_shot, tent, cliptta")),
+            }
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "open_set",
+        kind: "boolean",
+        default: "false",
+        doc: "open-set CLIPTTA: OOD scores, a per-batch Otsu threshold and the OCE loss",
+        apply: |o, v| {
+            o.open_set = flag(v)?;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "adapt_batch_size",
+        kind: "integer",
+        default: "64",
+        doc: "images per adaptation batch (independent of DataFusion's batch size)",
+        apply: |o, v| {
+            o.adapt_batch_size = count(v)?;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "steps",
+        kind: "integer",
+        default: "",
+        doc: "optimisation steps per batch (method default: 10)",
+        apply: |o, v| {
+            o.steps = Some(count(v)?);
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "lr",
+        kind: "number",
+        default: "",
+        doc: "Adam learning rate (method default: 1e-4 for cliptta, 1e-3 for tent)",
+        apply: |o, v| {
+            let s = text(v, "a number")?;
+            match s.parse::<f64>() {
+                Ok(x) if x.is_finite() && x > 0.0 => o.lr = Some(x),
+                _ => return Err(format!("`{s}` is not a positive number")),
+            }
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "reset",
+        kind: "never|per_batch|per_partition",
+        default: "never",
+        doc: "when adapted weights return to the checkpoint's",
+        apply: |o, v| {
+            o.reset = match text(v, "a reset policy")? {
+                "never" => Reset::Never,
+                "per_batch" => Reset::PerBatch,
+                "per_partition" => Reset::PerPartition,
+                other => return Err(format!("`{other}` is not one of never, per_batch, per_partition")),
+            };
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "order",
+        kind: "shuffle|listing",
+        default: "shuffle",
+        doc: "order of a lake's images: seeded shuffle, or path order",
+        apply: |o, v| {
+            o.shuffle = match text(v, "an order")? {
+                "shuffle" => true,
+                "listing" => false,
+                other => return Err(format!("`{other}` is not one of shuffle, listing")),
+            };
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "seed",
+        kind: "integer",
+        default: "42",
+        doc: "seed of the shuffle and of CLIPTTA's memory sampler",
+        apply: |o, v| {
+            let s = text(v, "an unsigned integer")?;
+            o.seed = s.parse().map_err(|_| format!("`{s}` is not an unsigned integer"))?;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "emit_probs",
+        kind: "boolean",
+        default: "false",
+        doc: "add a `probs` column (class probabilities)",
+        apply: |o, v| {
+            o.emit_probs = flag(v)?;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "emit_embedding",
+        kind: "boolean",
+        default: "false",
+        doc: "add an `embedding` column (unit-norm image embedding)",
+        apply: |o, v| {
+            o.emit_embedding = flag(v)?;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "max_bytes",
+        kind: "integer",
+        default: "67108864",
+        doc: "largest encoded image accepted; larger rows get status too_large",
+        apply: |o, v| {
+            o.max_bytes = big(v)?;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "max_pixels",
+        kind: "integer",
+        default: "64000000",
+        doc: "largest width*height accepted; larger rows get status too_large",
+        apply: |o, v| {
+            o.max_pixels = big(v)?;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "max_dimension",
+        kind: "integer",
+        default: "16384",
+        doc: "largest width or height accepted; larger rows get status too_large",
+        apply: |o, v| {
+            let n = big(v)?;
+            o.max_dimension = u32::try_from(n).map_err(|_| format!("`{n}` is too large"))?;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "device",
+        kind: "cpu|cuda|cuda:N",
+        default: "cpu",
+        doc: "where the model runs",
+        apply: |o, v| {
+            o.device = text(v, "a device")?.parse().map_err(|e: crate::Error| e.to_string())?;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "concurrency",
+        kind: "integer",
+        default: "16",
+        doc: "fetches and decodes in flight per partition",
+        apply: |o, v| {
+            o.concurrency = count(v)?;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "partitions",
+        kind: "integer",
+        default: "1",
+        doc: "partitions of a lake scan; each is one adapting stream",
+        apply: |o, v| {
+            o.partitions = count(v)?;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "resume",
+        kind: "path",
+        default: "",
+        doc: "adapter state file to start from (written by save_state)",
+        apply: |o, v| {
+            o.resume = path(v)?;
+            Ok(())
+        },
+    },
+    OptionDef {
+        name: "save_state",
+        kind: "path",
+        default: "",
+        doc: "write the adapter state here when a partition's stream ends",
+        apply: |o, v| {
+            o.save_state = path(v)?;
+            Ok(())
+        },
+    },
+];
+
+/// Looks an option up by name.
+pub fn option(name: &str) -> Option<&'static OptionDef> {
+    OPTIONS.iter().find(|d| d.name == name)
+}
+
+impl ClipTtaOptions {
+    /// The defaults, with `classes` and the model directory given.
+    pub fn new(classes: Vec<String>, model: impl Into<PathBuf>) -> Self {
+        let mut o = Self {
+            classes,
+            templates: Vec::new(),
+            model: model.into(),
+            method: String::new(),
+            open_set: false,
+            adapt_batch_size: 0,
+            steps: None,
+            lr: None,
+            reset: Reset::Never,
+            shuffle: true,
+            seed: 0,
+            emit_probs: false,
+            emit_embedding: false,
+            max_bytes: 0,
+            max_pixels: 0,
+            max_dimension: 0,
+            device: DeviceSpec::Cpu,
+            concurrency: 0,
+            partitions: 0,
+            resume: None,
+            save_state: None,
+            store_options: Vec::new(),
+        };
+        for def in OPTIONS.iter().filter(|d| !d.default.is_empty() && d.name != "classes") {
+            if let Err(e) = def.apply(&mut o, &OptionValue::Text(def.default.to_string())) {
+                // A default that does not parse is a bug in the table above (pinned by a test).
+                tracing::error!("default of option `{}` is invalid: {e}", def.name);
+            }
+        }
+        o
+    }
+
+    /// Parses key/value pairs. Returns every problem at once, each naming its option.
+    pub fn parse(pairs: &[(String, OptionValue)]) -> Result<Self, Vec<String>> {
+        let mut o = Self::new(Vec::new(), default_model_dir());
+        let mut errors = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        for (key, value) in pairs {
+            let key = key.trim().to_ascii_lowercase();
+            if seen.contains(&key) {
+                errors.push(format!("option `{key}` is given twice"));
+                continue;
+            }
+            seen.push(key.clone());
+            if let Some(def) = option(&key) {
+                if let Err(e) = def.apply(&mut o, value) {
+                    errors.push(format!("option `{key}`: {e}"));
+                }
+            } else if is_store_option(&key) {
+                match value {
+                    OptionValue::Text(v) => o.store_options.push((key, v.clone())),
+                    OptionValue::List(_) => errors.push(format!("option `{key}`: expected a string, got a list")),
+                }
+            } else {
+                errors.push(unknown(&key));
+            }
+        }
+        if o.classes.is_empty() && !errors.iter().any(|e| e.starts_with("option `classes`")) {
+            errors.push("option `classes` is required: a comma-separated list, a SQL list, or a file with one class per line".into());
+        }
+        if !seen.iter().any(|k| k == "model") && !o.model.join("config.json").is_file() {
+            errors.push(format!(
+                "option `model` is required: no default model at `{}` (set CLIPTTA_MODEL or pass a model directory)",
+                o.model.display()
+            ));
+        }
+        if errors.is_empty() {
+            if let Err(e) = o.method_config() {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(o)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// [`ClipTtaOptions::parse`] for a SQL function: one planning error naming `function`.
+    pub fn parse_for(function: &str, pairs: &[(String, OptionValue)]) -> DfResult<Self> {
+        match Self::parse(pairs) {
+            Ok(o) => Ok(o),
+            Err(errors) => plan_err!("{function}: {}", errors.join("; ")),
+        }
+    }
+
+    /// The adapter's method settings: the method's defaults with `steps`, `lr`, `reset` and
+    /// `seed` applied.
+    pub fn method_config(&self) -> Result<MethodConfig, String> {
+        let mut m = MethodConfig::from_name(&self.method, self.open_set).map_err(|e| format!("option `method`: {e}"))?;
+        if self.open_set && self.method != "cliptta" {
+            return Err(format!("option `open_set` needs method cliptta, not `{}`", self.method));
+        }
+        let adapts = self.method != "zero_shot";
+        for (key, value) in [("steps", self.steps.map(|s| s.to_string())), ("lr", self.lr.map(|l| l.to_string()))] {
+            if let Some(v) = value {
+                if !adapts {
+                    return Err(format!("option `{key}` does not apply to method zero_shot"));
+                }
+                m.set(key, &v).map_err(|e| format!("option `{key}`: {e}"))?;
+            }
+        }
+        if adapts {
+            let reset = if self.reset == Reset::PerBatch { "per_batch" } else { "never" };
+            m.set("reset", reset).map_err(|e| format!("option `reset`: {e}"))?;
+        }
+        if self.method == "cliptta" {
+            m.set("seed", &self.seed.to_string()).map_err(|e| format!("option `seed`: {e}"))?;
+        }
+        Ok(m)
+    }
+
+    /// Decoding limits.
+    pub fn limits(&self) -> DecodeLimits {
+        DecodeLimits { max_bytes: self.max_bytes, max_pixels: self.max_pixels, max_dimension: self.max_dimension }
+    }
+
+    /// Fetch settings.
+    pub fn fetch_options(&self) -> FetchOptions {
+        FetchOptions { concurrency: self.concurrency, ..FetchOptions::default() }
+    }
+
+    /// The listing order.
+    pub fn order(&self) -> ListingOrder {
+        if self.shuffle {
+            ListingOrder::Shuffle(self.seed)
+        } else {
+            ListingOrder::Listing
+        }
+    }
+
+    /// The settings that change results, as `key=value` text for run records.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            ("classes".to_string(), self.classes.join(",")),
+            ("templates".to_string(), self.templates.join("|")),
+            ("method".to_string(), self.method.clone()),
+            ("open_set".to_string(), self.open_set.to_string()),
+            ("adapt_batch_size".to_string(), self.adapt_batch_size.to_string()),
+            ("reset".to_string(), self.reset.name().to_string()),
+            ("order".to_string(), if self.shuffle { "shuffle" } else { "listing" }.to_string()),
+            ("seed".to_string(), self.seed.to_string()),
+        ];
+        if let Ok(m) = self.method_config() {
+            v.push(("method_config".to_string(), serde_json::to_string(&m).unwrap_or_default()));
+        }
+        v
+    }
+}
+
+fn unknown(key: &str) -> String {
+    let closest = OPTIONS.iter().map(|d| (edit_distance(key, d.name), d.name)).min();
+    match closest {
+        Some((d, name)) if d <= 2 => format!("unknown option `{key}` (did you mean `{name}`?)"),
+        _ => format!("unknown option `{key}`"),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> String {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip").display().to_string()
+    }
+
+    fn pairs(kv: &[(&str, &str)]) -> Vec<(String, OptionValue)> {
+        kv.iter().map(|(k, v)| (k.to_string(), OptionValue::from(*v))).collect()
+    }
+
+    #[test]
+    fn defaults_parse_and_values_apply() {
+        let model = tiny();
+        let o = ClipTtaOptions::parse(&pairs(&[("classes", "cat, dog"), ("model", &model), ("lr", "1e-3"), ("aws_region", "eu-west-1")])).unwrap();
+        assert_eq!(o.classes, ["cat", "dog"]);
+        assert_eq!(o.templates, [DEFAULT_TEMPLATE]);
+        assert_eq!((o.method.as_str(), o.adapt_batch_size, o.seed, o.shuffle, o.lr), ("cliptta", 64, 42, true, Some(1e-3)));
+        assert_eq!(o.store_options, [("aws_region".to_string(), "eu-west-1".to_string())]);
+        let list = vec![("classes".to_string(), OptionValue::List(vec!["a".into(), "b, c".into()])), ("model".to_string(), OptionValue::from(model.as_str()))];
+        assert_eq!(ClipTtaOptions::parse(&list).unwrap().classes, ["a", "b, c"]);
+    }
+
+    #[test]
+    fn classes_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("classes.txt");
+        std::fs::write(&file, "cat\n\n# comment\ndog\n").unwrap();
+        let o = ClipTtaOptions::parse(&pairs(&[("classes", file.to_str().unwrap()), ("model", &tiny())])).unwrap();
+        assert_eq!(o.classes, ["cat", "dog"]);
+    }
+
+    #[test]
+    fn every_error_is_reported_and_named() {
+        let model = tiny();
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (vec![("model", &model)], "option `classes` is required: a comma-separated list, a SQL list, or a file with one class per line"),
+            (vec![("classes", "a"), ("model", &model), ("clases", "b")], "unknown option `clases` (did you mean `classes`?)"),
+            (vec![("classes", "a"), ("model", &model), ("method", "sar")], "option `method`: `sar` is not one of zero_shot, tent, cliptta"),
+            (vec![("classes", "a"), ("model", &model), ("lr", "fast")], "option `lr`: `fast` is not a positive number"),
+            (vec![("classes", "a"), ("model", &model), ("adapt_batch_size", "0")], "option `adapt_batch_size`: `0` is not a positive integer"),
+            (vec![("classes", "a"), ("model", "/nonexistent")], "option `model`: no model at `/nonexistent` (config.json not found)"),
+            (vec![("classes", "a"), ("model", &model), ("method", "zero_shot"), ("steps", "3")], "option `steps` does not apply to method zero_shot"),
+            (vec![("classes", "a,,b"), ("model", &model)], "option `classes`: `a,,b` has an empty item"),
+        ];
+        for (kv, want) in cases {
+            let errs = ClipTtaOptions::parse(&pairs(&kv)).unwrap_err();
+            assert_eq!(errs, [want], "{kv:?}");
+        }
+        let errs = ClipTtaOptions::parse(&pairs(&[("classes", "a"), ("model", &model), ("seed", "-1"), ("reset", "sometimes")])).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let o = ClipTtaOptions::new(vec!["a".into()], tiny());
+        assert_eq!(o.max_bytes, 64 << 20);
+        assert_eq!(o.partitions, 1);
+        assert_eq!(o.concurrency, 16);
+        o.method_config().unwrap();
+    }
+}

@@ -1,0 +1,138 @@
+//! The table functions, with positional key/value options:
+//!
+//! - `cliptta(location, key, value, ...)`: the images under an object-store location.
+//! - `cliptta_table(table_name, image_column, key, value, ...)`: the images in a registered
+//!   table's binary column; the table's other columns come along.
+//!
+//! Values are string, number or boolean literals, or lists of strings (`['cat', 'dog']`).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{plan_err, Result, ScalarValue, TableReference};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::Expr;
+
+use super::options::{ClipTtaOptions, OptionValue};
+use super::provider::{ClipTtaProvider, ProviderSource};
+use crate::source::{check_store_options, ImageLocation};
+
+/// `cliptta(location, key, value, ...)`.
+#[derive(Debug, Default)]
+pub struct ClipTtaFunction;
+
+/// `cliptta_table(table_name, image_column, key, value, ...)`.
+#[derive(Debug, Default)]
+pub struct ClipTtaTableFunction;
+
+fn literal(function: &str, what: &str, expr: &Expr) -> Result<OptionValue> {
+    let value = match expr {
+        Expr::Literal(v, _) => v.clone(),
+        Expr::Negative(inner) => match inner.as_ref() {
+            Expr::Literal(v, _) if !v.is_null() => return Ok(OptionValue::Text(format!("-{v}"))),
+            _ => return plan_err!("{function}: {what} must be a literal, got `{expr}`"),
+        },
+        other => return plan_err!("{function}: {what} must be a literal, got `{other}`"),
+    };
+    match value {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => Ok(OptionValue::Text(s)),
+        ScalarValue::List(list) if list.len() == 1 && !list.is_null(0) => {
+            let items = arrow::compute::cast(&list.value(0), &DataType::Utf8)?;
+            let items = items.as_string::<i32>();
+            if items.null_count() > 0 {
+                return plan_err!("{function}: {what} has a null list item");
+            }
+            Ok(OptionValue::List(items.iter().flatten().map(str::to_string).collect()))
+        }
+        v if v.is_null() => plan_err!("{function}: {what} is null"),
+        v @ (ScalarValue::Boolean(_)
+        | ScalarValue::Int8(_)
+        | ScalarValue::Int16(_)
+        | ScalarValue::Int32(_)
+        | ScalarValue::Int64(_)
+        | ScalarValue::UInt8(_)
+        | ScalarValue::UInt16(_)
+        | ScalarValue::UInt32(_)
+        | ScalarValue::UInt64(_)
+        | ScalarValue::Float32(_)
+        | ScalarValue::Float64(_)
+        | ScalarValue::Decimal128(..)) => Ok(OptionValue::Text(v.to_string())),
+        v => plan_err!("{function}: {what} has unsupported type {}", v.data_type()),
+    }
+}
+
+fn string_arg(function: &str, what: &str, expr: Option<&Expr>, usage: &str) -> Result<String> {
+    match expr {
+        Some(Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _)) => Ok(s.clone()),
+        _ => plan_err!("{function}: the {what} must be a string; usage: {usage}"),
+    }
+}
+
+fn key_values(function: &str, exprs: &[Expr]) -> Result<Vec<(String, OptionValue)>> {
+    let mut pairs = Vec::new();
+    for pair in exprs.chunks(2) {
+        let key = match literal(function, "an option key", &pair[0])? {
+            OptionValue::Text(k) => k,
+            OptionValue::List(_) => return plan_err!("{function}: an option key must be a string, got a list"),
+        };
+        let Some(value) = pair.get(1) else {
+            return plan_err!("{function}: options come in key, value pairs; option `{key}` has no value");
+        };
+        pairs.push((key.clone(), literal(function, &format!("the value of option `{key}`"), value)?));
+    }
+    Ok(pairs)
+}
+
+const CLIPTTA_USAGE: &str = "cliptta('s3://bucket/images/', 'classes', 'cat,dog', ...)";
+const CLIPTTA_TABLE_USAGE: &str = "cliptta_table('table', 'image_column', 'classes', 'cat,dog', ...)";
+
+impl TableFunctionImpl for ClipTtaFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        let location = string_arg("cliptta", "first argument (location)", exprs.first(), CLIPTTA_USAGE)?;
+        let options = ClipTtaOptions::parse_for("cliptta", &key_values("cliptta", &exprs[1..])?)?;
+        let location = match ImageLocation::parse(&location) {
+            Ok(l) => l,
+            Err(e) => return plan_err!("cliptta: {e}"),
+        };
+        if let Err(e) = check_store_options(location.store_url(), &options.store_options) {
+            if !options.store_options.is_empty() {
+                return plan_err!("cliptta: {e}");
+            }
+        }
+        Ok(Arc::new(ClipTtaProvider::try_new(ProviderSource::Lake(location), options)?))
+    }
+}
+
+impl TableFunctionImpl for ClipTtaTableFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const F: &str = "cliptta_table";
+        let exprs = args.exprs();
+        let name = string_arg(F, "first argument (table name)", exprs.first(), CLIPTTA_TABLE_USAGE)?;
+        let column = string_arg(F, "second argument (image column)", exprs.get(1), CLIPTTA_TABLE_USAGE)?;
+        let options = ClipTtaOptions::parse_for(F, &key_values(F, exprs.get(2..).unwrap_or_default())?)?;
+        if !options.store_options.is_empty() {
+            return plan_err!("{F}: store options do not apply to tables");
+        }
+        let Some(state) = args.session().as_any().downcast_ref::<SessionState>() else {
+            return plan_err!("{F}: needs a SessionContext's session to look up tables");
+        };
+        let reference = TableReference::from(name.as_str());
+        let schema = state.schema_for_ref(reference.clone())?;
+        // Catalog lookups of registered tables complete immediately; the call is synchronous.
+        let Some(table) = futures::executor::block_on(schema.table(reference.table()))? else {
+            return plan_err!("{F}: table `{name}` not found");
+        };
+        let table_schema = table.schema();
+        let Ok(image_column) = table_schema.index_of(&column) else {
+            return plan_err!("{F}: table `{name}` has no column `{column}`");
+        };
+        let data_type = table_schema.field(image_column).data_type();
+        if !matches!(data_type, DataType::Binary | DataType::LargeBinary | DataType::BinaryView) {
+            return plan_err!("{F}: column `{column}` has type {data_type}, expected Binary");
+        }
+        Ok(Arc::new(ClipTtaProvider::try_new(ProviderSource::Table { name, table, image_column }, options)?))
+    }
+}

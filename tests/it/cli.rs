@@ -1,0 +1,126 @@
+//! The `cliptta` binary: `label` writes Parquet with the run in its metadata and resumes from a
+//! saved state; `sql` prints and COPYs; exit codes separate usage errors (2) from failures (1).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::{tiny_model, write_lake};
+
+fn cliptta(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cliptta")).args(args).output().expect("run cliptta")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn label(lake: &Path, out: &Path, extra: &[&str]) -> Output {
+    let model = tiny_model();
+    let mut args = vec![
+        "label",
+        lake.to_str().unwrap_or_default(),
+        "--out",
+        out.to_str().unwrap_or_default(),
+        "--classes",
+        "cat,dog,bird",
+        "--model",
+        &model,
+        "--adapt-batch-size",
+        "4",
+        "--steps",
+        "1",
+        "--max-pixels",
+        "10000",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    cliptta(&args)
+}
+
+fn state_batches(state: &Path) -> u64 {
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state.with_extension("json")).expect("state json")).expect("json");
+    json["stats"]["batches"].as_u64().expect("batches")
+}
+
+#[test]
+fn label_writes_parquet_with_run_metadata_and_resumes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let lake = dir.path().join("lake");
+    write_lake(&lake);
+    let out = dir.path().join("labels.parquet");
+    let state = dir.path().join("state.safetensors");
+    let run = label(&lake, &out, &["--save-state", state.to_str().unwrap_or_default()]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let stdout = text(&run.stdout);
+    assert!(stdout.contains("labelled 11 images"), "{stdout}");
+    assert!(stdout.contains("status: decode_error 4, ok 6, too_large 1"), "{stdout}");
+    assert!(stdout.contains("ood: 0 of 6"), "{stdout}");
+
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&out)?)?;
+    let kv: std::collections::HashMap<String, String> = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| kv.iter().map(|e| (e.key.clone(), e.value.clone().unwrap_or_default())).collect())
+        .unwrap_or_default();
+    assert_eq!(kv.get("cliptta.classes").map(String::as_str), Some("cat,dog,bird"));
+    assert_eq!(kv.get("cliptta.method").map(String::as_str), Some("cliptta"));
+    assert_eq!(kv.get("cliptta.seed").map(String::as_str), Some("42"));
+    assert_eq!(kv.get("cliptta.order").map(String::as_str), Some("shuffle"));
+    assert_eq!(kv.get("cliptta.model_hash").map(String::len), Some(64));
+    assert!(kv.get("cliptta.method_config").is_some_and(|m| m.contains("\"steps\":1")), "{kv:?}");
+    let rows: usize = reader.build()?.map(|b| b.map(|b| b.num_rows())).sum::<Result<usize, _>>()?;
+    assert_eq!(rows, 11);
+    assert_eq!(state_batches(&state), 2);
+
+    let resumed = dir.path().join("resumed.safetensors");
+    let out2 = dir.path().join("labels2.parquet");
+    let run = label(&lake, &out2, &["--resume", state.to_str().unwrap_or_default(), "--save-state", resumed.to_str().unwrap_or_default()]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(state_batches(&resumed), 4, "the resumed run continues the saved adapter");
+    Ok(())
+}
+
+#[test]
+fn exit_codes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("x.parquet");
+    let bad_option = label(dir.path(), &out, &["--lr", "fast"]);
+    assert_eq!(bad_option.status.code(), Some(2), "{}", text(&bad_option.stderr));
+    assert!(text(&bad_option.stderr).contains("option `lr`: `fast` is not a positive number"), "{}", text(&bad_option.stderr));
+    let missing_out = cliptta(&["label", "/tmp"]);
+    assert_eq!(missing_out.status.code(), Some(2));
+    let failure = cliptta(&["sql", "SELECT * FROM no_such_table"]);
+    assert_eq!(failure.status.code(), Some(1), "{}", text(&failure.stderr));
+    assert!(text(&failure.stderr).contains("no_such_table"), "{}", text(&failure.stderr));
+    Ok(())
+}
+
+#[test]
+fn sql_prints_and_copies() -> anyhow::Result<()> {
+    let csv = cliptta(&["sql", "SELECT 1 AS x, 'a' AS y", "--format", "csv"]);
+    assert!(csv.status.success(), "{}", text(&csv.stderr));
+    assert_eq!(text(&csv.stdout), "x,y\n1,a\n");
+    let json = cliptta(&["sql", "SELECT 1 AS x", "--format", "json"]);
+    assert_eq!(text(&json.stdout).trim(), "[{\"x\":1}]");
+
+    let dir = tempfile::tempdir()?;
+    let lake = dir.path().join("lake");
+    write_lake(&lake);
+    let out = dir.path().join("copy.parquet");
+    let script = dir.path().join("run.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "-- label a lake\nCOPY (SELECT location, label, status FROM cliptta('{}', 'classes', 'cat,dog', 'model', '{}', 'steps', 1)) TO '{}' STORED AS PARQUET;\nSELECT status, count(*) AS n FROM '{}' GROUP BY status ORDER BY status;",
+            lake.display(),
+            tiny_model(),
+            out.display(),
+            out.display()
+        ),
+    )?;
+    let run = cliptta(&["sql", "-f", script.to_str().unwrap_or_default(), "--format", "csv"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(text(&run.stdout).ends_with("status,n\ndecode_error,4\nok,7\n"), "{}", text(&run.stdout));
+    Ok(())
+}

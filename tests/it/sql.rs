@@ -1,0 +1,241 @@
+//! SQL end to end: `cliptta(...)` over a local directory, the memory store and an S3 API server
+//! on loopback; `cliptta_table(...)` over Parquet; bad input; option errors; EXPLAIN; COPY.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BinaryArray, Int32Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStoreExt;
+
+use crate::support::{lake_files, tiny_model, write_lake};
+
+const CLASSES: &str = "cat,dog,bird";
+
+fn ctx() -> SessionContext {
+    let ctx = SessionContext::new();
+    cliptta::sql::register(&ctx);
+    ctx
+}
+
+/// `SELECT name, status, label in classes` over a location, sorted by name.
+async fn statuses(ctx: &SessionContext, location: &str, extra: &str) -> anyhow::Result<String> {
+    let sql = format!(
+        "SELECT regexp_replace(location, '.*/', '') AS name, status, label IN ('cat', 'dog', 'bird') AS labelled, error IS NULL AS no_error \
+         FROM cliptta('{location}', 'classes', '{CLASSES}', 'model', '{}', 'adapt_batch_size', 4, 'steps', 2, 'max_pixels', 10000{extra}) ORDER BY name",
+        tiny_model()
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    Ok(pretty_format_batches(&batches)?.to_string())
+}
+
+const EXPECTED_LAKE: &str = "\
++---------------+--------------+----------+----------+
+| name          | status       | labelled | no_error |
++---------------+--------------+----------+----------+
+| a.png         | ok           | true     | true     |
+| b.png         | ok           | true     | true     |
+| c.jpg         | ok           | true     | true     |
+| corrupt.jpg   | decode_error |          | false    |
+| d.jpg         | ok           | true     | true     |
+| e.png         | ok           | true     | true     |
+| empty.png     | decode_error |          | false    |
+| f.jpg         | ok           | true     | true     |
+| huge.png      | too_large    |          | false    |
+| notes.txt     | decode_error |          | false    |
+| truncated.png | decode_error |          | false    |
++---------------+--------------+----------+----------+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_lake_with_bad_input() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_lake(dir.path());
+    let ctx = ctx();
+    assert_eq!(statuses(&ctx, &dir.path().display().to_string(), "").await?, EXPECTED_LAKE);
+    // file:// URLs and globs.
+    let url = format!("file://{}/*.png", dir.path().display());
+    let out = statuses(&ctx, &url, ", 'order', 'listing'").await?;
+    assert_eq!(out.lines().filter(|l| l.contains(".png")).count(), 6, "{out}");
+    assert!(!out.contains(".jpg"), "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn predictions_are_reproducible_and_columns_typed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_lake(dir.path());
+    let ctx = ctx();
+    let sql = format!(
+        "SELECT * FROM cliptta('{}', 'classes', ['cat', 'dog', 'bird'], 'model', '{}', 'adapt_batch_size', 3, 'emit_probs', true, 'emit_embedding', true, 'open_set', true) ORDER BY location",
+        dir.path().display(),
+        tiny_model()
+    );
+    let a = ctx.sql(&sql).await?.collect().await?;
+    let b = ctx.sql(&sql).await?.collect().await?;
+    assert_eq!(pretty_format_batches(&a)?.to_string(), pretty_format_batches(&b)?.to_string(), "same seed, same results");
+    let schema = a[0].schema();
+    let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["location", "size", "label", "label_id", "confidence", "ood_score", "is_ood", "status", "error", "probs", "embedding"]);
+    assert!(matches!(schema.field(10).data_type(), DataType::FixedSizeList(_, 8 | 16 | 32 | 64 | 128 | 256 | 512)), "{:?}", schema.field(10));
+    let rows: usize = a.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(rows, lake_files().len());
+    for batch in &a {
+        let probs = batch.column(9).as_list::<i32>();
+        let status = batch.column(7).as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            if status.value(i) == "ok" {
+                let p = probs.value(i);
+                let p = p.as_primitive::<arrow::datatypes::Float32Type>();
+                assert_eq!(p.len(), 3);
+                assert!((p.values().iter().sum::<f32>() - 1.0).abs() < 1e-3);
+            } else {
+                assert!(probs.is_null(i));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_store() -> anyhow::Result<()> {
+    let store = Arc::new(InMemory::new());
+    for (name, bytes, _) in lake_files() {
+        store.put(&ObjectPath::from(format!("lake/{name}")), bytes.into()).await?;
+    }
+    let ctx = ctx();
+    let url = url::Url::parse("memory://")?;
+    ctx.register_object_store(&url, store);
+    assert_eq!(statuses(&ctx, "memory:///lake/", "").await?, EXPECTED_LAKE);
+    Ok(())
+}
+
+async fn start_s3(root: &Path) -> anyhow::Result<std::net::SocketAddr> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    let mut builder = s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(root).map_err(|e| anyhow::anyhow!("{e:?}"))?);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single("AKIDTEST", "SECRETTEST"));
+    let service = builder.build().into_shared();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let _ = Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(socket), service).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_on_loopback_and_copy_to_parquet() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    write_lake(&root.path().join("photos").join("lake"));
+    let addr = start_s3(root.path()).await?;
+    let ctx = ctx();
+    let creds = format!(
+        ", 'aws_endpoint', 'http://{addr}', 'allow_http', 'true', 'aws_access_key_id', 'AKIDTEST', 'aws_secret_access_key', 'SECRETTEST', 'aws_region', 'us-east-1'"
+    );
+    assert_eq!(statuses(&ctx, "s3://photos/lake/", &creds).await?, EXPECTED_LAKE);
+
+    let out = tempfile::tempdir()?;
+    let file = out.path().join("labels.parquet");
+    let copy = format!(
+        "COPY (SELECT * FROM cliptta('s3://photos/lake/', 'classes', '{CLASSES}', 'model', '{}', 'adapt_batch_size', 4, 'steps', 1{creds})) TO '{}' STORED AS PARQUET",
+        tiny_model(),
+        file.display()
+    );
+    ctx.sql(&copy).await?.collect().await?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file)?)?.build()?;
+    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>()?;
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), lake_files().len());
+    let schema = batches[0].schema();
+    let names: Vec<_> = schema.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
+    assert_eq!(
+        names,
+        ["location:Utf8", "size:Int64", "label:Utf8", "label_id:Int32", "confidence:Float32", "ood_score:Float32", "is_ood:Boolean", "status:Utf8", "error:Utf8"]
+    );
+    let first = batches[0].column(0).as_string::<i32>().value(0).to_string();
+    assert!(first.starts_with("s3://photos/lake/"), "{first}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cliptta_table_over_parquet() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let files = lake_files();
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false), Field::new("image", DataType::Binary, true)]));
+    let ids = Int32Array::from_iter_values(0..files.len() as i32 + 1);
+    let mut images: Vec<Option<&[u8]>> = files.iter().map(|(_, b, _)| Some(b.as_slice())).collect();
+    images.push(None);
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(BinaryArray::from_opt_vec(images))])?;
+    let path = dir.path().join("photos.parquet");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path)?, schema, None)?;
+    writer.write(&batch)?;
+    writer.close()?;
+
+    let ctx = ctx();
+    ctx.register_parquet("photos", path.to_str().unwrap_or_default(), Default::default()).await?;
+    let sql = format!(
+        "SELECT id, status, label IS NOT NULL AS labelled FROM cliptta_table('photos', 'image', 'classes', '{CLASSES}', 'model', '{}', 'adapt_batch_size', 4, 'steps', 1, 'max_pixels', 10000) ORDER BY id",
+        tiny_model()
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let table = pretty_format_batches(&batches)?.to_string();
+    let mut want: Vec<(usize, &str)> = files.iter().enumerate().map(|(i, (_, _, s))| (i, *s)).collect();
+    want.push((files.len(), "null_input"));
+    for (id, status) in want {
+        let line = table.lines().find(|l| l.starts_with(&format!("| {id} "))).unwrap_or_default();
+        assert!(line.contains(&format!("| {status} ")), "id {id} should be {status}:\n{table}");
+        assert_eq!(line.contains("true"), status == "ok", "{line}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn option_errors_are_planning_errors() -> anyhow::Result<()> {
+    let ctx = ctx();
+    let model = tiny_model();
+    let cases = [
+        (format!("cliptta('/tmp', 'model', '{model}')"), "Error during planning: cliptta: option `classes` is required: a comma-separated list, a SQL list, or a file with one class per line".to_string()),
+        (format!("cliptta('/tmp', 'classes', 'a', 'model', '{model}', 'lr', 'fast', 'mehtod', 'tent')"), "Error during planning: cliptta: option `lr`: `fast` is not a positive number; unknown option `mehtod` (did you mean `method`?)".to_string()),
+        (format!("cliptta('/tmp', 'classes', 'a', 'model', '{model}', 'reset')"), "Error during planning: cliptta: options come in key, value pairs; option `reset` has no value".to_string()),
+        ("cliptta(42)".to_string(), "Error during planning: cliptta: the first argument (location) must be a string; usage: cliptta('s3://bucket/images/', 'classes', 'cat,dog', ...)".to_string()),
+        (format!("cliptta('ftp://x/y', 'classes', 'a', 'model', '{model}')"), "Error during planning: cliptta: invalid location `ftp://x/y`: unsupported scheme `ftp`; expected file, s3, gs, az, http(s) or memory".to_string()),
+        (format!("cliptta('s3://b/x', 'classes', 'a', 'model', '{model}', 'aws_bogus', '1')"), "Error during planning: cliptta: invalid location `s3://b/`: store option `aws_bogus` does not apply to s3 locations".to_string()),
+        (format!("cliptta_table('nope', 'image', 'classes', 'a', 'model', '{model}')"), "Error during planning: cliptta_table: table `nope` not found".to_string()),
+    ];
+    for (call, want) in cases {
+        let err = match ctx.sql(&format!("SELECT * FROM {call}")).await {
+            Ok(df) => df.collect().await.map(|_| ()).expect_err(&call),
+            Err(e) => e,
+        };
+        assert_eq!(err.strip_backtrace(), want, "{call}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_shows_the_exec_and_analyze_its_metrics() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_lake(dir.path());
+    let ctx = ctx();
+    let call = format!(
+        "cliptta('{}', 'classes', '{CLASSES}', 'model', '{}', 'adapt_batch_size', 4, 'steps', 1, 'max_pixels', 10000)",
+        dir.path().display(),
+        tiny_model()
+    );
+    let plan = pretty_format_batches(&ctx.sql(&format!("EXPLAIN SELECT * FROM {call}")).await?.collect().await?)?.to_string();
+    assert!(plan.contains("ClipTtaExec: method=cliptta, classes=3, batch=4, reset=never"), "{plan}");
+    assert!(plan.contains("ImageListingExec: location="), "{plan}");
+    let analyzed = pretty_format_batches(&ctx.sql(&format!("EXPLAIN ANALYZE SELECT * FROM {call}")).await?.collect().await?)?.to_string();
+    for needle in ["rows_ok=6", "rows_failed_decode_error=4", "rows_failed_too_large=1", "adapt_batches=2", "adapt_time="] {
+        assert!(analyzed.contains(needle), "missing {needle}:\n{analyzed}");
+    }
+    Ok(())
+}
