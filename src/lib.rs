@@ -39,3 +39,8 @@ pub mod sql;
 pub mod tta;
 
 pub use error::{Error, Result};
+
+/// README's Rust example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

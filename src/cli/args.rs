@@ -19,10 +19,36 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Label the demo lake (data/lake) with the embedded default model, zero-shot and with
+    /// open-set CLIPTTA, write Parquet, and print accuracy, AUROC and FPR95.
+    Demo(DemoArgs),
     /// Run SQL with `cliptta(...)`, `cliptta_table(...)` and the evaluation functions registered.
     Sql(SqlArgs),
     /// Label every image under a location and write the predictions to Parquet.
     Label(LabelArgs),
+}
+
+/// `cliptta demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// The lake (a directory with images/ and labels.csv); default: the repository's data/lake.
+    #[arg(long)]
+    pub lake: Option<PathBuf>,
+    /// The model directory; default: the repository's data/models/default.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Where the Parquet files go.
+    #[arg(long, default_value = "target/demo")]
+    pub out: PathBuf,
+    /// Methods to run, in order.
+    #[arg(long, value_delimiter = ',', default_value = "zero_shot,cliptta")]
+    pub methods: Vec<String>,
+    /// Images per adaptation batch.
+    #[arg(long, default_value_t = 128)]
+    pub adapt_batch_size: usize,
+    /// Seed of the shuffled order and the memory sampler.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 }
 
 /// How `sql` prints results.

@@ -39,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Demo(args) => commands::demo::run(args).await,
             Command::Sql(args) => commands::sql::run(args).await,
             Command::Label(args) => commands::label::run(args).await,
         }

@@ -1,0 +1,91 @@
+//! `cliptta demo`: the main job on the embedded default model and the demo lake. Labels every
+//! image of `data/lake/` zero-shot and with open-set CLIPTTA through the `cliptta(...)` table
+//! function, writes each run to Parquet, and scores the runs in SQL against `labels.csv` with the
+//! evaluation aggregates (accuracy on in-distribution images, AUROC and FPR95 for OOD).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use arrow::array::{Array, Float64Array, Int64Array};
+use datafusion::prelude::CsvReadOptions;
+
+use crate::cli::args::DemoArgs;
+use crate::cli::commands::sql::session;
+
+fn default_path(given: &Option<PathBuf>, relative: &str) -> PathBuf {
+    given.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(relative))
+}
+
+fn sql_path(p: &Path) -> String {
+    p.display().to_string().replace('\'', "''")
+}
+
+/// Runs the demo.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let lake = default_path(&args.lake, "data/lake");
+    let model = default_path(&args.model, "data/models/default");
+    let labels = lake.join("labels.csv");
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let ctx = session();
+    ctx.register_csv("labels", labels.to_str().context("non-UTF-8 path")?, CsvReadOptions::new().has_header(true))
+        .await
+        .with_context(|| format!("reading {}", labels.display()))?;
+    let classes = cliptta::data::CLASS_NAMES.join(",");
+    println!("cliptta demo: lake {} , model {}", lake.display(), model.display());
+    println!("classes: {classes}");
+    println!();
+    println!("| method | seconds | images/s | ID accuracy | AUROC | FPR95 | flagged OOD | rows ok/total | Parquet |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for method in &args.methods {
+        let out = args.out.join(format!("{method}.parquet"));
+        let copy = format!(
+            "COPY (SELECT * FROM cliptta('{}/images/*.png', 'classes', '{classes}', 'model', '{}', \
+             'method', '{method}', 'open_set', true, 'adapt_batch_size', {}, 'seed', {})) \
+             TO '{}' STORED AS PARQUET",
+            sql_path(&lake),
+            sql_path(&model),
+            args.adapt_batch_size,
+            args.seed,
+            sql_path(&out)
+        );
+        let started = Instant::now();
+        ctx.sql(&copy).await?.collect().await.with_context(|| format!("labelling with {method}"))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let eval = format!(
+            "SELECT count(*) AS total, \
+                    CAST(sum(CASE WHEN p.status = 'ok' THEN 1 ELSE 0 END) AS BIGINT) AS ok, \
+                    accuracy(CASE WHEN NOT l.is_ood THEN p.label END, CASE WHEN NOT l.is_ood THEN l.label END) AS acc, \
+                    auroc(p.ood_score, NOT l.is_ood) AS auroc, \
+                    fpr_at_tpr(p.ood_score, NOT l.is_ood, 0.95) AS fpr95, \
+                    avg(CASE WHEN p.is_ood THEN 1.0 ELSE 0.0 END) AS flagged \
+             FROM '{}' p JOIN labels l ON p.location LIKE concat('%/', l.path)",
+            sql_path(&out)
+        );
+        let batches = ctx.sql(&eval).await?.collect().await?;
+        let batch = batches.first().context("the evaluation query returned nothing")?;
+        let int = |i: usize| batch.column(i).as_any().downcast_ref::<Int64Array>().map_or(0, |a| a.value(0));
+        let float = |i: usize| {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .and_then(|a| if a.is_null(0) { None } else { Some(a.value(0)) })
+                .map_or_else(|| "n/a".to_string(), |v| format!("{:.2}%", 100.0 * v))
+        };
+        let (total, ok) = (int(0), int(1));
+        println!(
+            "| {method} | {seconds:.1} | {:.1} | {} | {} | {} | {} | {ok}/{total} | {} |",
+            total as f64 / seconds,
+            float(2),
+            float(3),
+            float(4),
+            float(5),
+            out.display()
+        );
+    }
+    println!();
+    println!("Query the results with e.g.: cargo run -- sql \"SELECT label, count(*) FROM '{}' GROUP BY label\"",
+        args.out.join("cliptta.parquet").display());
+    Ok(())
+}
