@@ -40,6 +40,7 @@ impl Activation {
     /// Applies the activation element-wise.
     pub fn apply(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
+            Self::QuickGelu if super::fused::supported(xs) => super::fused::quick_gelu(xs),
             Self::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
             Self::Gelu => xs.gelu_erf(),
             Self::GeluTanh => xs.gelu(),

@@ -39,9 +39,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|");
     for method in &args.methods {
         let out = args.out.join(format!("{method}.parquet"));
+        // Only CLIPTTA makes OOD decisions; every method's log-MCM score is ranked for AUROC.
+        let open_set = if method == "cliptta" { ", 'open_set', true" } else { "" };
         let copy = format!(
             "COPY (SELECT * FROM cliptta('{}/images/*.png', 'classes', '{classes}', 'model', '{}', \
-             'method', '{method}', 'open_set', true, 'adapt_batch_size', {}, 'seed', {})) \
+             'method', '{method}'{open_set}, 'adapt_batch_size', {}, 'seed', {})) \
              TO '{}' STORED AS PARQUET",
             sql_path(&lake),
             sql_path(&model),
