@@ -43,8 +43,8 @@ pub struct DemoArgs {
     /// Methods to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "zero_shot,cliptta")]
     pub methods: Vec<String>,
-    /// Images per adaptation batch.
-    #[arg(long, default_value_t = 128)]
+    /// Images per adaptation batch (256, as the official open-set batches of 128 ID + 128 OOD).
+    #[arg(long, default_value_t = 256)]
     pub adapt_batch_size: usize,
     /// Seed of the shuffled order and the memory sampler.
     #[arg(long, default_value_t = 42)]
