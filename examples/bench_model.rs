@@ -32,6 +32,9 @@ struct Args {
     /// Batch sizes to measure (repeatable).
     #[arg(long = "batch", default_values_t = vec![32usize, 64])]
     batches: Vec<usize>,
+    /// Skip the full CLIPTTA batch (slow on ViT-B shapes).
+    #[arg(long)]
+    no_tta: bool,
     /// Timed repetitions per measurement (after one warm-up).
     #[arg(long, default_value_t = 2)]
     reps: usize,
@@ -92,6 +95,10 @@ fn main() -> Result<()> {
             step()?;
         }
         let fb = t.elapsed().as_secs_f64() / args.reps as f64;
+        if args.no_tta {
+            println!("| {batch} | {:.1} | {:.2} | {:.2} | - | {:.0} |", batch as f64 / fwd, fb, fb / fwd, peak_rss_mib());
+            continue;
+        }
         let mut adapter = Adapter::new(
             model.clone(),
             &classes,
