@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The test command: installs the datasets the tests read (idempotent), then runs every test.
+# Tests run with the `ballista` feature (the Ballista codecs and the multi-process cluster tests in
+# tests/it/cluster.rs): one build covers everything, and the feature only adds crates. Set
+# CLIPTTA_TEST_FEATURES= (empty) to test the default build instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -x scripts/install-datasets.sh ]; then
   scripts/install-datasets.sh
 fi
-cargo test --workspace "$@"
+cargo test --workspace --features "${CLIPTTA_TEST_FEATURES-ballista}" "$@"

@@ -19,6 +19,8 @@
 //!   seeded order, fetches with timeouts and retries.
 //! - [`sql`]: DataFusion: the `cliptta(...)` / `cliptta_table(...)` table functions,
 //!   `ClipTtaExec` and [`sql::adapt_stream`] for Arrow record batch streams.
+//! - `cluster` (feature `ballista`): Ballista codecs and processes for running that SQL on a
+//!   cluster.
 //!
 //! ## Threading
 //! Model work is synchronous and CPU-bound (candle uses its own thread pool for matrix products).
@@ -28,7 +30,11 @@
 //! ## Features
 //! - `cuda`: candle's CUDA backend, selected at run time with device `cuda` or `cuda:N`. It needs
 //!   the CUDA toolkit to build.
+//! - `ballista`: [`cluster`], the same SQL on an Apache Ballista scheduler and executors (codecs,
+//!   process starters, client session).
 
+#[cfg(feature = "ballista")]
+pub mod cluster;
 pub mod data;
 pub mod error;
 pub mod image;

@@ -26,6 +26,61 @@ pub enum Command {
     Sql(SqlArgs),
     /// Label every image under a location and write the predictions to Parquet.
     Label(LabelArgs),
+    /// Run an Apache Ballista scheduler or executor with cliptta's codecs (feature `ballista`).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `cliptta cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// A scheduler: plans queries from `cliptta sql --cluster` and hands tasks to executors.
+    Scheduler(SchedulerArgs),
+    /// An executor: runs tasks (one adapting stream each) for a scheduler.
+    Executor(ExecutorArgs),
+}
+
+/// `cliptta cluster scheduler`.
+#[derive(Debug, clap::Args)]
+pub struct SchedulerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:50050")]
+    pub bind: std::net::SocketAddr,
+    /// Host name executors and clients use to reach this scheduler.
+    #[arg(long, default_value = "localhost")]
+    pub external_host: String,
+    /// Seconds without a heartbeat before an executor is declared lost and its tasks rerun.
+    #[arg(long, default_value_t = 10)]
+    pub executor_timeout: u64,
+    /// Attempts of one task before the query fails (1: no retry).
+    #[arg(long, default_value_t = 4)]
+    pub task_max_failures: usize,
+}
+
+/// `cliptta cluster executor`.
+#[derive(Debug, clap::Args)]
+pub struct ExecutorArgs {
+    /// The scheduler, as host:port.
+    #[arg(long, default_value = "localhost:50050")]
+    pub scheduler: String,
+    /// Host to bind on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_host: String,
+    /// Host name others use to fetch this executor's results.
+    #[arg(long, default_value = "localhost")]
+    pub external_host: String,
+    /// Arrow Flight port (results and shuffle data).
+    #[arg(long, default_value_t = 50051)]
+    pub flight_port: u16,
+    /// gRPC port (task launches).
+    #[arg(long, default_value_t = 50052)]
+    pub grpc_port: u16,
+    /// Tasks at once (each is one adapting stream using every core for model work).
+    #[arg(long, default_value_t = 1)]
+    pub task_slots: usize,
+    /// Directory for shuffle files.
+    #[arg(long)]
+    pub work_dir: Option<String>,
 }
 
 /// `cliptta demo`.
@@ -74,6 +129,14 @@ pub struct SqlArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+    /// Run on an Apache Ballista cluster: the scheduler's URL, `df://host:port` (feature
+    /// `ballista`).
+    #[arg(long, value_name = "df://HOST:PORT")]
+    pub cluster: Option<String>,
+    /// Adapt once on the first N images of each `cliptta(...)` lake scan, then start every
+    /// partition (every cluster task) from that state.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warm_start: usize,
 }
 
 /// `cliptta label`.

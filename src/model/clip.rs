@@ -76,7 +76,7 @@ impl ClipModel {
             config.logit_scale_init_value
         }
         .exp();
-        let content_hash = hash_files(&[&config_path, &weights_path, &dir.join("tokenizer.json")])?;
+        let content_hash = Self::hash_dir(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
@@ -140,6 +140,12 @@ impl ClipModel {
     /// caches and run records.
     pub fn content_hash(&self) -> &str {
         &self.content_hash
+    }
+
+    /// The [`ClipModel::content_hash`] of the checkpoint in `dir`, without loading it (a cluster
+    /// records it when planning and every executor checks the model it loads against it).
+    pub fn hash_dir(dir: &Path) -> Result<String> {
+        hash_files(&[&dir.join("config.json"), &dir.join("model.safetensors"), &dir.join("tokenizer.json")])
     }
 
     /// Projected image features `[batch, projection_dim]` (not normalised).

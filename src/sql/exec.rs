@@ -77,6 +77,16 @@ impl ClipTtaExec {
         &self.options
     }
 
+    /// Where each row's image comes from.
+    pub fn source(&self) -> &ImageSource {
+        &self.source
+    }
+
+    /// Whether the binary image column is left out of the output.
+    pub fn drops_image(&self) -> bool {
+        self.drop_image
+    }
+
     fn drop_column(&self) -> Option<usize> {
         match (&self.source, self.drop_image) {
             (ImageSource::Bytes { column }, true) => Some(*column),

@@ -1,6 +1,7 @@
 //! `ImageListingExec`: the leaf of a lake scan. Lists a location's objects lazily at execution
-//! (in the seeded order), deals them round-robin to `partitions` partitions, and emits
-//! `location` (object URL) and `size` columns; `ClipTtaExec` fetches the bytes.
+//! (in the seeded order), keeps those whose stable path hash falls in the partition
+//! ([`partition_of`]: the same split on every run and every process, which a cluster needs), and
+//! emits `location` (object URL) and `size` columns; `ClipTtaExec` fetches the bytes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use futures::StreamExt;
 use object_store::ObjectStore;
 
 use super::schema::lake_schema;
-use crate::source::{list_objects, ImageLocation, ListingOrder};
+use crate::source::{list_objects, partition_of, ImageLocation, ListingOrder};
 
 /// Lists a location's objects (see the module docs).
 #[derive(Debug, Clone)]
@@ -27,6 +28,7 @@ pub struct ImageListingExec {
     store: Arc<dyn ObjectStore>,
     order: ListingOrder,
     partitions: usize,
+    store_options: Vec<(String, String)>,
     cache: Arc<PlanProperties>,
 }
 
@@ -40,7 +42,34 @@ impl ImageListingExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        Self { location, store, order, partitions, cache: Arc::new(cache) }
+        Self { location, store, order, partitions, store_options: Vec::new(), cache: Arc::new(cache) }
+    }
+
+    /// Records the object-store keys `store` was built with, so a serialised plan can rebuild
+    /// the store in another process (the store itself is a live handle and never serialised).
+    pub fn with_store_options(mut self, store_options: Vec<(String, String)>) -> Self {
+        self.store_options = store_options;
+        self
+    }
+
+    /// The listed location.
+    pub fn location(&self) -> &ImageLocation {
+        &self.location
+    }
+
+    /// The listing order.
+    pub fn order(&self) -> ListingOrder {
+        self.order
+    }
+
+    /// The number of partitions.
+    pub fn partitions(&self) -> usize {
+        self.partitions
+    }
+
+    /// The object-store keys of [`ImageListingExec::with_store_options`].
+    pub fn store_options(&self) -> &[(String, String)] {
+        &self.store_options
     }
 }
 
@@ -93,7 +122,8 @@ impl ExecutionPlan for ImageListingExec {
         let out_schema = schema.clone();
         let batches = futures::stream::once(async move {
             let objects = list_objects(&store, &location, order).await?;
-            let mine: Vec<_> = objects.into_iter().enumerate().filter(|(i, _)| i % partitions == partition).map(|(_, m)| m).collect();
+            let prefix = location.prefix();
+            let mine: Vec<_> = objects.into_iter().filter(|m| partition_of(prefix, &m.location, partitions) == partition).collect();
             let mut out = Vec::new();
             for chunk in mine.chunks(batch_size) {
                 let urls = StringArray::from_iter_values(chunk.iter().map(|m| location.object_url(&m.location)));

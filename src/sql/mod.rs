@@ -1,6 +1,7 @@
 //! DataFusion integration: the `cliptta(...)` and `cliptta_table(...)` table functions, their
 //! provider, the stateful [`ClipTtaExec`] and its per-partition [`ClipTtaStream`], plus
-//! [`adapt_stream`] for Arrow record batch streams.
+//! [`adapt_stream`] for Arrow record batch streams, and [`warm_start`] (adapt once on a lake's
+//! first images, then start every partition from that state).
 //!
 //! ```
 //! # #[tokio::main(flavor = "multi_thread")]
@@ -30,6 +31,7 @@ mod provider;
 mod schema;
 mod stream;
 mod udtf;
+mod warm_start;
 
 use std::sync::Arc;
 
@@ -43,6 +45,7 @@ pub use provider::{resolve_store, ClipTtaProvider, ProviderSource};
 pub use schema::{lake_schema, prediction_fields, STATUS_NULL, STATUS_OK};
 pub use stream::{adapt_stream, build_adapter, ClipTtaStream, ImageSource, SharedAdapter};
 pub use udtf::{ClipTtaFunction, ClipTtaTableFunction};
+pub use warm_start::warm_start;
 
 /// Registers `cliptta` and `cliptta_table` with `ctx`.
 pub fn register(ctx: &SessionContext) {

@@ -109,6 +109,10 @@ pub struct ClipTtaOptions {
     pub save_state: Option<PathBuf>,
     /// Object-store keys (`aws_endpoint`, `allow_http`, ...), passed to the store builder.
     pub store_options: Vec<(String, String)>,
+    /// The model's content hash ([`crate::model::ClipModel::hash_dir`]) when it must match:
+    /// set when a plan is shipped to other processes, so each checks it loads the same model.
+    /// Not an SQL option.
+    pub model_hash: Option<String>,
 }
 
 type Apply = fn(&mut ClipTtaOptions, &OptionValue) -> Result<(), String>;
@@ -475,6 +479,7 @@ impl ClipTtaOptions {
             resume: None,
             save_state: None,
             store_options: Vec::new(),
+            model_hash: None,
         };
         for def in OPTIONS.iter().filter(|d| !d.default.is_empty() && d.name != "classes") {
             if let Err(e) = def.apply(&mut o, &OptionValue::Text(def.default.to_string())) {

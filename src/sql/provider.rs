@@ -64,6 +64,11 @@ impl ClipTtaProvider {
     pub fn options(&self) -> &ClipTtaOptions {
         &self.options
     }
+
+    /// Where the images come from.
+    pub fn source(&self) -> &ProviderSource {
+        &self.source
+    }
 }
 
 /// The store for `location`: the one registered in the session for its URL, else one built
@@ -95,7 +100,8 @@ impl TableProvider for ClipTtaProvider {
         let exec: Arc<dyn ExecutionPlan> = match &self.source {
             ProviderSource::Lake(location) => {
                 let store = resolve_store(state.runtime_env(), location, &self.options.store_options)?;
-                let listing = ImageListingExec::new(location.clone(), store.clone(), self.options.order(), self.options.partitions);
+                let listing = ImageListingExec::new(location.clone(), store.clone(), self.options.order(), self.options.partitions)
+                    .with_store_options(self.options.store_options.clone());
                 let source = ImageSource::Location { column: 0, size_column: Some(1), store, store_url: location.store_url().to_string() };
                 Arc::new(ClipTtaExec::try_new(Arc::new(listing), source, self.options.clone(), false)?)
             }

@@ -66,6 +66,14 @@ pub enum ImageSource {
 pub fn build_adapter(options: &ClipTtaOptions) -> crate::Result<Adapter> {
     let load = LoadOptions { device: options.device, ..LoadOptions::default() };
     let model = load_cached(&options.model, &load)?;
+    if let Some(expected) = &options.model_hash {
+        if model.content_hash() != expected {
+            return Err(crate::Error::config(
+                &options.model,
+                format!("model content hash {} differs from the planned model's {expected}: every node must hold the same checkpoint", model.content_hash()),
+            ));
+        }
+    }
     let method = options.method_config().map_err(crate::Error::InvalidInput)?;
     let mut adapter = Adapter::new(model, &options.classes, &options.templates, method)?;
     if let Some(path) = &options.resume {

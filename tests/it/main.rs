@@ -2,6 +2,8 @@
 //! DataFusion and candle again).
 
 mod cli;
+#[cfg(feature = "ballista")]
+mod cluster;
 mod data;
 mod model;
 mod sql;

@@ -1,7 +1,6 @@
 //! SQL end to end: `cliptta(...)` over a local directory, the memory store and an S3 API server
 //! on loopback; `cliptta_table(...)` over Parquet; bad input; option errors; EXPLAIN; COPY.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BinaryArray, Int32Array, RecordBatch};
@@ -12,7 +11,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 
-use crate::support::{lake_files, tiny_model, write_lake};
+use crate::support::{lake_files, start_s3, tiny_model, write_lake};
 
 const CLASSES: &str = "cat,dog,bird";
 
@@ -111,25 +110,6 @@ async fn memory_store() -> anyhow::Result<()> {
     ctx.register_object_store(&url, store);
     assert_eq!(statuses(&ctx, "memory:///lake/", "").await?, EXPECTED_LAKE);
     Ok(())
-}
-
-async fn start_s3(root: &Path) -> anyhow::Result<std::net::SocketAddr> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
-    let mut builder = s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(root).map_err(|e| anyhow::anyhow!("{e:?}"))?);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single("AKIDTEST", "SECRETTEST"));
-    let service = builder.build().into_shared();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let service = service.clone();
-            tokio::spawn(async move {
-                let _ = Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(socket), service).await;
-            });
-        }
-    });
-    Ok(addr)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -78,3 +78,24 @@ pub fn write_lake(dir: &std::path::Path) {
         std::fs::write(dir.join(name), bytes).expect("lake file");
     }
 }
+
+/// An S3 API server (s3s-fs over `root`, one bucket per top-level directory) on a free loopback
+/// port, with access key `AKIDTEST` / `SECRETTEST`; it serves until the test's runtime ends.
+pub async fn start_s3(root: &std::path::Path) -> anyhow::Result<std::net::SocketAddr> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    let mut builder = s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(root).map_err(|e| anyhow::anyhow!("{e:?}"))?);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single("AKIDTEST", "SECRETTEST"));
+    let service = builder.build().into_shared();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let _ = Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(socket), service).await;
+            });
+        }
+    });
+    Ok(addr)
+}

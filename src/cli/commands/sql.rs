@@ -79,15 +79,48 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
         (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| UsageError(format!("cannot read {}: {e}", f.display())))?,
         (None, None) => return Err(UsageError("give a query or -f FILE".into()).into()),
     };
-    let ctx = session();
-    for statement in statements(&sql) {
+    let ctx = match &args.cluster {
+        Some(url) => cluster_session(url).await?,
+        None => session(),
+    };
+    // Warm-start states live until the statement's plan has been shipped and run.
+    let warm_dir = std::env::temp_dir().join(format!("cliptta-warm-{}", std::process::id()));
+    let result = run_statements(&ctx, &sql, &args, &warm_dir).await;
+    if warm_dir.exists() {
+        let _ = std::fs::remove_dir_all(&warm_dir);
+    }
+    result
+}
+
+async fn run_statements(ctx: &SessionContext, sql: &str, args: &SqlArgs, warm_dir: &std::path::Path) -> anyhow::Result<()> {
+    for statement in statements(sql) {
         let df = ctx.sql(&statement).await.with_context(|| format!("planning `{statement}`"))?;
+        let df = if args.warm_start > 0 {
+            let plan = cliptta::sql::warm_start(ctx, df.logical_plan().clone(), args.warm_start, warm_dir)
+                .await
+                .with_context(|| format!("warm start on the first {} images", args.warm_start))?;
+            ctx.execute_logical_plan(plan).await.with_context(|| format!("planning `{statement}`"))?
+        } else {
+            df
+        };
         let batches = df.collect().await.with_context(|| format!("running `{statement}`"))?;
         if batches.iter().any(|b| b.num_columns() > 0) {
             print(&batches, args.format)?;
         }
     }
     Ok(())
+}
+
+/// A session on the Ballista scheduler at `url`.
+#[cfg(feature = "ballista")]
+async fn cluster_session(url: &str) -> anyhow::Result<SessionContext> {
+    cliptta::cluster::client_session(url).await.with_context(|| format!("connecting to {url}"))
+}
+
+/// Without the `ballista` feature: a usage error naming the feature.
+#[cfg(not(feature = "ballista"))]
+async fn cluster_session(_url: &str) -> anyhow::Result<SessionContext> {
+    Err(UsageError("--cluster needs a cliptta built with the `ballista` feature (`--features ballista`)".into()).into())
 }
 
 #[cfg(test)]
