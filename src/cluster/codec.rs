@@ -171,11 +171,16 @@ impl ClipTtaPhysicalCodec {
         Ok(Arc::new(ClipTtaExec::try_new(input.clone(), source, options, config.drop_image)?))
     }
 
-    fn decode_listing(envelope: Envelope, ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    /// The listing's partition ids travel as its input (an in-memory scan Ballista's codec
+    /// carries and its scheduler cuts to each task's share, see `sql::listing`).
+    fn decode_listing(envelope: Envelope, inputs: &[Arc<dyn ExecutionPlan>], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
         let config: ListingConfig = parse(&envelope.json, "ImageListingExec")?;
+        let [ids] = inputs else {
+            return plan_err!("cliptta: ImageListingExec needs one input (its partition ids), the plan has {}", inputs.len());
+        };
         let location = ImageLocation::parse(&config.location)?;
         let store = resolve_store(&ctx.runtime_env(), &location, &config.store_options)?;
-        let listing = ImageListingExec::new(location, store, order_from_wire(config.shuffle_seed), config.partitions)
+        let listing = ImageListingExec::try_with_ids(location, store, order_from_wire(config.shuffle_seed), config.partitions, ids.clone())?
             .with_store_options(config.store_options);
         Ok(Arc::new(listing))
     }
@@ -195,7 +200,7 @@ impl PhysicalExtensionCodec for ClipTtaPhysicalCodec {
         let envelope = Envelope::decode(buf)?;
         match envelope.kind {
             Kind::Exec => Self::decode_exec(envelope, inputs, ctx),
-            Kind::Listing => Self::decode_listing(envelope, ctx),
+            Kind::Listing => Self::decode_listing(envelope, inputs, ctx),
             Kind::Provider => plan_err!("cliptta: a table node where an execution plan was expected"),
         }
     }

@@ -355,7 +355,8 @@ pub struct ListingConfig {
     pub location: String,
     /// The shuffle seed, or `None` for path order.
     pub shuffle_seed: Option<u64>,
-    /// Partition count.
+    /// The number of partitions the lake is split into (which of them a task lists comes
+    /// from the node's input, its partition ids).
     pub partitions: usize,
     /// Object-store keys.
     pub store_options: Vec<(String, String)>,

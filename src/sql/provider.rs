@@ -100,7 +100,7 @@ impl TableProvider for ClipTtaProvider {
         let exec: Arc<dyn ExecutionPlan> = match &self.source {
             ProviderSource::Lake(location) => {
                 let store = resolve_store(state.runtime_env(), location, &self.options.store_options)?;
-                let listing = ImageListingExec::new(location.clone(), store.clone(), self.options.order(), self.options.partitions)
+                let listing = ImageListingExec::try_new(location.clone(), store.clone(), self.options.order(), self.options.partitions)?
                     .with_store_options(self.options.store_options.clone());
                 let source = ImageSource::Location { column: 0, size_column: Some(1), store, store_url: location.store_url().to_string() };
                 Arc::new(ClipTtaExec::try_new(Arc::new(listing), source, self.options.clone(), false)?)

@@ -87,7 +87,7 @@ async fn adapt_prefix(ctx: &SessionContext, location: &ImageLocation, options: &
     warm.reset = Reset::Never;
     warm.save_state = Some(path.to_path_buf());
     let store = resolve_store(&ctx.runtime_env(), location, &warm.store_options)?;
-    let listing = ImageListingExec::new(location.clone(), store.clone(), warm.order(), 1).with_store_options(warm.store_options.clone());
+    let listing = ImageListingExec::try_new(location.clone(), store.clone(), warm.order(), 1)?.with_store_options(warm.store_options.clone());
     let first: Arc<dyn ExecutionPlan> = Arc::new(GlobalLimitExec::new(Arc::new(listing), 0, Some(n)));
     let source = ImageSource::Location { column: 0, size_column: Some(1), store, store_url: location.store_url().to_string() };
     let exec = Arc::new(ClipTtaExec::try_new(first, source, Arc::new(warm), false)?);

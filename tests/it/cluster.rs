@@ -140,7 +140,10 @@ struct Proc {
 
 impl Proc {
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cliptta"))
+        // CLIPTTA_BIN overrides the binary: where several checkouts share one target directory,
+        // target/debug/cliptta is whichever build linked last, possibly one without `ballista`.
+        let bin = std::env::var_os("CLIPTTA_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_cliptta").into());
+        let mut child = Command::new(bin)
             .args(args)
             .env("RUST_LOG", "ballista_executor=info,ballista_scheduler=info")
             .stdout(Stdio::null())
