@@ -1,7 +1,8 @@
 //! Ballista (feature `ballista`): the codecs round-trip plans that still run the same; a
 //! scheduler and two executors, started as separate `cliptta cluster` processes on loopback,
 //! return every object of a local lake and of an S3 lake exactly once with the predictions of
-//! the single-process run; an executor killed mid-query loses and duplicates no row.
+//! the single-process run; an executor killed mid-query loses and duplicates no row; losing
+//! every executor fails the query with the scheduler's reason.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -289,5 +290,38 @@ async fn a_killed_executor_loses_no_row() -> anyhow::Result<()> {
     let got = rows(&batches);
     assert_eq!(got.len(), 60, "data/lake/images/000*..005* holds 60 images");
     assert_same_predictions(&got, &single_process(&sql).await?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_every_executor_fails_the_query_with_a_clear_error() -> anyhow::Result<()> {
+    // Both executors die mid-query. The scheduler declares each lost after 3 s without a
+    // heartbeat, waits the same grace period for one to register again, then fails the job
+    // rather than wait forever; the client must get that reason, not hang or return rows.
+    let lake = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/lake/images/00[0-5]*.png");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/default");
+    let sql = format!(
+        "SELECT location, label FROM cliptta('{}', 'classes', 't-shirt,trouser,bag', 'model', '{}', \
+         'adapt_batch_size', 8, 'partitions', 4, 'reset', 'per_partition')",
+        lake.display(),
+        model.display()
+    );
+    let mut cluster = Cluster::start(&["--executor-timeout", "3"])?;
+    let ctx = client_session(&cluster.url).await?;
+    let running = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.sql(&sql).await?.collect().await }
+    });
+    cluster.executors[0].wait_for("Execute task", Duration::from_secs(60))?;
+    for executor in &mut cluster.executors {
+        executor.child.kill()?;
+        executor.child.wait()?;
+    }
+    let outcome = tokio::time::timeout(Duration::from_secs(120), running).await??;
+    let err = match outcome {
+        Ok(batches) => anyhow::bail!("the query returned {} rows with no executor left", batches.iter().map(|b| b.num_rows()).sum::<usize>()),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("all executors were lost"), "{err}");
     Ok(())
 }
