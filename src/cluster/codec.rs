@@ -13,6 +13,7 @@ use std::sync::Arc;
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::common::{plan_err, DataFusionError, Result, TableReference};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Extension, LogicalPlan};
@@ -96,6 +97,16 @@ impl LogicalExtensionCodec for ClipTtaLogicalCodec {
             return plan_err!("cliptta: table `{table_ref}` decodes to another schema than the client planned (different cliptta versions?)");
         }
         Ok(Arc::new(provider))
+    }
+
+    // File formats travel with `COPY ... TO ... STORED AS ...`: Ballista's codec carries them,
+    // and the trait's default refuses to decode one, which failed every COPY on a cluster.
+    fn try_decode_file_format(&self, buf: &[u8], ctx: &TaskContext) -> Result<Arc<dyn FileFormatFactory>> {
+        self.inner.try_decode_file_format(buf, ctx)
+    }
+
+    fn try_encode_file_format(&self, buf: &mut Vec<u8>, node: Arc<dyn FileFormatFactory>) -> Result<()> {
+        self.inner.try_encode_file_format(buf, node)
     }
 
     fn try_encode_table_provider(&self, table_ref: &TableReference, node: Arc<dyn TableProvider>, buf: &mut Vec<u8>) -> Result<()> {

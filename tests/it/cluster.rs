@@ -258,6 +258,15 @@ async fn two_executors_match_the_single_process_run() -> anyhow::Result<()> {
     let batches = ctx.sql(&sql).await?.collect().await?;
     let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
     assert!(text.contains("| 30 | 30 |"), "{text}");
+
+    // COPY ... STORED AS PARQUET: the file format travels through the logical codec and the
+    // executors write the files (same machine here, so the client can read them back).
+    let out = tempfile::tempdir()?;
+    let target = out.path().join("labels");
+    ctx.sql(&format!("COPY ({}) TO '{}' STORED AS PARQUET", query(&dir.path().display().to_string(), ""), target.display())).await?.collect().await?;
+    let local = SessionContext::new();
+    let written = local.read_parquet(target.display().to_string(), Default::default()).await?.count().await?;
+    assert_eq!(written, 30);
     Ok(())
 }
 
