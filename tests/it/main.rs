@@ -4,6 +4,7 @@
 mod cli;
 mod data;
 mod model;
+mod sources;
 mod sql;
 mod tta;
 mod support;
