@@ -39,6 +39,9 @@ struct Args {
     /// Skip the full CLIPTTA batch (slow on ViT-B shapes).
     #[arg(long)]
     no_tta: bool,
+    /// Device: cpu or cuda:N (the latter needs `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Also print one JSON object per batch (for scripts/bench_pytorch.py).
     #[arg(long)]
     json: bool,
@@ -75,7 +78,8 @@ fn main() -> Result<()> {
             target
         }
     };
-    let model = Arc::new(ClipModel::load(&model_dir, &LoadOptions::default())?);
+    let device: cliptta::model::DeviceSpec = args.device.parse()?;
+    let model = Arc::new(ClipModel::load(&model_dir, &LoadOptions { device, ..LoadOptions::default() })?);
     let cfg = model.config().clone();
     let classes: Vec<String> = (0..10).map(|i| format!("class{i}")).collect();
     let params = model.vision().init_params()?;
@@ -88,10 +92,12 @@ fn main() -> Result<()> {
         let pixels = Tensor::randn(0f32, 1.0, (batch, 3, size, size), model.device())?;
         let direction = Tensor::randn(0f32, 1.0, (batch, cfg.projection_dim), model.device())?;
         model.image_features(&pixels, &params, Grad::Disabled)?;
+        model.device().synchronize()?;
         let t = Instant::now();
         for _ in 0..args.reps {
             model.image_features(&pixels, &params, Grad::Disabled)?;
         }
+        model.device().synchronize()?;
         let fwd = t.elapsed().as_secs_f64() / args.reps as f64;
         let step = || -> Result<()> {
             let z = model.image_embeddings(&pixels, &params, Grad::Enabled)?;
@@ -105,6 +111,7 @@ fn main() -> Result<()> {
         for _ in 0..args.reps {
             step()?;
         }
+        model.device().synchronize()?;
         let fb = t.elapsed().as_secs_f64() / args.reps as f64;
         if args.no_tta {
             println!("| {batch} | {:.1} | {:.2} | {:.2} | - | {:.0} |", batch as f64 / fwd, fb, fb / fwd, peak_rss_mib());
