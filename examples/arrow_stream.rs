@@ -34,6 +34,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let input = Box::pin(MemoryStream::try_new(batches, schema, None)?);
 
+    // A directory or a model URL (s3://, gs://, az://, http(s)://).
+    let model = cliptta::source::ModelLocation::parse(&model)?;
     let mut options = cliptta::sql::ClipTtaOptions::new(vec!["cat".into(), "dog".into(), "bird".into()], model);
     options.adapt_batch_size = 4;
     let output = collect(cliptta::sql::adapt_stream(input, "image", options)?).await?;

@@ -29,12 +29,22 @@ struct Args {
     /// Benchmark this checkpoint instead of a random one.
     #[arg(long)]
     model: Option<std::path::PathBuf>,
+    /// Keep the random checkpoint in this directory and reuse it on later runs (generating
+    /// ViT-B weights takes longer than the benchmark).
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
     /// Batch sizes to measure (repeatable).
     #[arg(long = "batch", default_values_t = vec![32usize, 64])]
     batches: Vec<usize>,
     /// Skip the full CLIPTTA batch (slow on ViT-B shapes).
     #[arg(long)]
     no_tta: bool,
+    /// Device: cpu or cuda:N (the latter needs `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Also print one JSON object per batch (for scripts/bench_pytorch.py).
+    #[arg(long)]
+    json: bool,
     /// Timed repetitions per measurement (after one warm-up).
     #[arg(long, default_value_t = 2)]
     reps: usize,
@@ -59,12 +69,17 @@ fn main() -> Result<()> {
                 "vit-b-16" => ClipConfig::vit_b_16(),
                 other => anyhow::bail!("unknown shape {other}"),
             };
-            let words: Vec<String> = ["a", "photo", "of"].iter().map(|s| s.to_string()).collect();
-            cliptta::model::write_random_checkpoint(dir.path(), &cfg, &words, 0)?;
-            dir.path().to_path_buf()
+            let target = args.keep.clone().unwrap_or_else(|| dir.path().to_path_buf());
+            if !target.join("model.safetensors").exists() {
+                std::fs::create_dir_all(&target)?;
+                let words: Vec<String> = ["a", "photo", "of"].iter().map(|s| s.to_string()).collect();
+                cliptta::model::write_random_checkpoint(&target, &cfg, &words, 0)?;
+            }
+            target
         }
     };
-    let model = Arc::new(ClipModel::load(&model_dir, &LoadOptions::default())?);
+    let device: cliptta::model::DeviceSpec = args.device.parse()?;
+    let model = Arc::new(ClipModel::load(&model_dir, &LoadOptions { device, ..LoadOptions::default() })?);
     let cfg = model.config().clone();
     let classes: Vec<String> = (0..10).map(|i| format!("class{i}")).collect();
     let params = model.vision().init_params()?;
@@ -77,10 +92,12 @@ fn main() -> Result<()> {
         let pixels = Tensor::randn(0f32, 1.0, (batch, 3, size, size), model.device())?;
         let direction = Tensor::randn(0f32, 1.0, (batch, cfg.projection_dim), model.device())?;
         model.image_features(&pixels, &params, Grad::Disabled)?;
+        model.device().synchronize()?;
         let t = Instant::now();
         for _ in 0..args.reps {
             model.image_features(&pixels, &params, Grad::Disabled)?;
         }
+        model.device().synchronize()?;
         let fwd = t.elapsed().as_secs_f64() / args.reps as f64;
         let step = || -> Result<()> {
             let z = model.image_embeddings(&pixels, &params, Grad::Enabled)?;
@@ -94,9 +111,14 @@ fn main() -> Result<()> {
         for _ in 0..args.reps {
             step()?;
         }
+        model.device().synchronize()?;
         let fb = t.elapsed().as_secs_f64() / args.reps as f64;
         if args.no_tta {
             println!("| {batch} | {:.1} | {:.2} | {:.2} | - | {:.0} |", batch as f64 / fwd, fb, fb / fwd, peak_rss_mib());
+            if args.json {
+                let row = serde_json::json!({"batch": batch, "forward_s": fwd, "step_s": fb, "peak_rss_mib": peak_rss_mib()});
+                println!("{row}");
+            }
             continue;
         }
         let mut adapter = Adapter::new(
@@ -118,6 +140,10 @@ fn main() -> Result<()> {
             batch as f64 / tta,
             peak_rss_mib()
         );
+        if args.json {
+            let row = serde_json::json!({"batch": batch, "forward_s": fwd, "step_s": fb, "cliptta_batch_s": tta, "peak_rss_mib": peak_rss_mib()});
+            println!("{row}");
+        }
     }
     Ok(())
 }

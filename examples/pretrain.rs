@@ -27,7 +27,7 @@ struct Args {
     #[arg(long, default_value = "data/models/default")]
     out: PathBuf,
     /// Passes over the training set.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 4)]
     epochs: usize,
     /// Images per step.
     #[arg(long, default_value_t = 256)]

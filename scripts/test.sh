@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: installs the datasets the tests read (idempotent), then runs every test.
+# The test command: installs the datasets the tests read and the servers they start
+# (idempotent), then runs every test.
 # Tests run with the `ballista` feature (the Ballista codecs and the multi-process cluster tests in
 # tests/it/cluster.rs): one build covers everything, and the feature only adds crates. Set
 # CLIPTTA_TEST_FEATURES= (empty) to test the default build instead.
@@ -8,4 +9,7 @@ cd "$(dirname "$0")/.."
 if [ -x scripts/install-datasets.sh ]; then
   scripts/install-datasets.sh
 fi
+scripts/install-test-tools.sh
+# The tools are installed, so a test that cannot find one fails instead of skipping.
+export CLIPTTA_REQUIRE_TEST_TOOLS=1
 cargo test --workspace --features "${CLIPTTA_TEST_FEATURES-ballista}" "$@"

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::model::ClipModel;
-use crate::source::ListingOrder;
+use crate::source::{ListingOrder, ModelLocation};
 use crate::sql::{ClipTtaOptions, Reset};
 
 /// First bytes of every payload, so our codec can tell its nodes from Ballista's.
@@ -104,16 +104,25 @@ impl OptionsConfig {
             store_options,
             model_hash,
         } = options;
-        let model = model.canonicalize().map_err(|e| Error::io(model, e))?;
-        let model_hash = match model_hash {
-            Some(h) => h.clone(),
-            None => ClipModel::hash_dir(&model)?,
+        // A local model travels as an absolute path with its content hash. A remote one travels
+        // as its URL: every process fetches it into its own cache, where the manifest's ETags
+        // keep the copies current, and a hash given in the options is still checked.
+        let (model, model_hash) = match model {
+            ModelLocation::Local(dir) => {
+                let dir = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+                let hash = match model_hash {
+                    Some(h) => h.clone(),
+                    None => ClipModel::hash_dir(&dir)?,
+                };
+                (path_text(&dir)?, Some(hash))
+            }
+            ModelLocation::Remote(_) => (model.to_string(), model_hash.clone()),
         };
         Ok(Self {
             classes: classes.clone(),
             templates: templates.clone(),
-            model: path_text(&model)?,
-            model_hash: Some(model_hash),
+            model,
+            model_hash,
             method: method.clone(),
             open_set: *open_set,
             adapt_batch_size: *adapt_batch_size,
@@ -147,7 +156,7 @@ impl OptionsConfig {
             other => return Err(bad("reset", other)),
         };
         let device = self.device.parse().map_err(|_| bad("device", &self.device))?;
-        let mut o = ClipTtaOptions::new(self.classes, self.model);
+        let mut o = ClipTtaOptions::new(self.classes, ModelLocation::parse(&self.model)?);
         o.templates = self.templates;
         o.model_hash = self.model_hash;
         o.method = self.method;
@@ -383,9 +392,17 @@ mod tests {
         let back: OptionsConfig = serde_json::from_slice(&json).unwrap();
         let back = back.into_options(None).unwrap();
         let mut want = o.clone();
-        want.model = model_dir().canonicalize().unwrap();
+        want.model = model_dir().canonicalize().unwrap().into();
         want.model_hash = Some(ClipModel::hash_dir(&model_dir()).unwrap());
         assert_eq!(back, want);
+    }
+
+    #[test]
+    fn remote_model_travels_as_its_url() {
+        let o = ClipTtaOptions::new(vec!["cat".into()], ModelLocation::parse("s3://models/tiny-clip").unwrap());
+        let back = OptionsConfig::from_options(&o).unwrap().into_options(None).unwrap();
+        assert_eq!(back.model, o.model);
+        assert_eq!(back.model_hash, None);
     }
 
     #[test]

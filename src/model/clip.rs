@@ -58,6 +58,13 @@ impl ClipModel {
     /// `preprocessor_config.json` from `dir`.
     pub fn load(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
+        let content_hash = checkpoint_hash(dir)?;
+        Self::load_hashed(dir, options, content_hash)
+    }
+
+    /// [`ClipModel::load`] with the [`checkpoint_hash`] already computed (the model cache hashes
+    /// first to find out whether it has this content loaded).
+    pub(crate) fn load_hashed(dir: &Path, options: &LoadOptions, content_hash: String) -> Result<Self> {
         let config_path = dir.join("config.json");
         let config = ClipConfig::from_file(&config_path)?;
         let preprocessor =
@@ -76,7 +83,6 @@ impl ClipModel {
             config.logit_scale_init_value
         }
         .exp();
-        let content_hash = Self::hash_dir(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
@@ -145,7 +151,7 @@ impl ClipModel {
     /// The [`ClipModel::content_hash`] of the checkpoint in `dir`, without loading it (a cluster
     /// records it when planning and every executor checks the model it loads against it).
     pub fn hash_dir(dir: &Path) -> Result<String> {
-        hash_files(&[&dir.join("config.json"), &dir.join("model.safetensors"), &dir.join("tokenizer.json")])
+        checkpoint_hash(dir)
     }
 
     /// Projected image features `[batch, projection_dim]` (not normalised).
@@ -198,7 +204,13 @@ fn poisoned() -> Error {
     Error::InvalidInput("the class-embedding cache was poisoned by a panic in another thread".into())
 }
 
-fn hash_files(paths: &[&Path]) -> Result<String> {
+/// SHA-256 over a checkpoint's config.json, model.safetensors and tokenizer.json, as
+/// [`ClipModel::content_hash`] reports it.
+pub fn checkpoint_hash(dir: &Path) -> Result<String> {
+    hash_files(&[&dir.join("config.json"), &dir.join("model.safetensors"), &dir.join("tokenizer.json")])
+}
+
+pub(crate) fn hash_files(paths: &[&Path]) -> Result<String> {
     let mut hasher = Sha256::new();
     for path in paths {
         let mut file = std::fs::File::open(path).map_err(|e| Error::io(*path, e))?;

@@ -6,6 +6,8 @@
 use candle_core::{Result as CResult, Tensor};
 
 use super::activation::Activation;
+use super::dense;
+use super::fused_attention;
 use super::ops::{layer_norm, softmax, Grad};
 use super::weights::Weights;
 use crate::error::Result;
@@ -24,6 +26,15 @@ impl Linear {
         Ok(Self { weight_t: weight.t()?.contiguous()?, bias })
     }
 
+    /// The same layer with its output multiplied by `factor` (folded into weight and bias).
+    pub(crate) fn scaled(&self, factor: f64) -> Result<Self> {
+        let bias = match &self.bias {
+            Some(b) => Some((b * factor)?),
+            None => None,
+        };
+        Ok(Self { weight_t: (&self.weight_t * factor)?, bias })
+    }
+
     /// Fuses several layers reading the same input into one wider matrix product.
     pub(crate) fn concat(parts: &[Linear]) -> Result<Self> {
         let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight_t).collect();
@@ -40,10 +51,15 @@ impl Linear {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight_t)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
+        let x = x.reshape((rows, in_dim))?;
+        let y = if dense::supported(&x, &self.weight_t) {
+            dense::linear(&x, &self.weight_t, self.bias.as_ref())?
+        } else {
+            let y = x.matmul(&self.weight_t)?;
+            match &self.bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            }
         };
         let mut out_dims = dims;
         let last = out_dims.len() - 1;
@@ -72,7 +88,6 @@ pub(crate) struct Attention {
     qkv: Linear,
     out_proj: Linear,
     num_heads: usize,
-    scale: f64,
 }
 
 impl Attention {
@@ -82,19 +97,23 @@ impl Attention {
         let v = Linear::new(dim, dim, true, w.pp("v_proj"))?;
         let out_proj = Linear::new(dim, dim, true, w.pp("out_proj"))?;
         let head_dim = dim / num_heads;
-        Ok(Self { qkv: Linear::concat(&[q, k, v])?, out_proj, num_heads, scale: (head_dim as f64).powf(-0.5) })
+        // The attention scale is folded into the query projection: one pass fewer per layer.
+        let q = q.scaled((head_dim as f64).powf(-0.5))?;
+        Ok(Self { qkv: Linear::concat(&[q, k, v])?, out_proj, num_heads })
     }
 
     /// `x`: `[batch, tokens, dim]`; `mask`: additive `[tokens, tokens]` (causal for text).
     pub(crate) fn forward(&self, x: &Tensor, mask: Option<&Tensor>, grad: Grad) -> CResult<Tensor> {
         let (batch, tokens, dim) = x.dims3()?;
         let head_dim = dim / self.num_heads;
-        let qkv = self
-            .qkv
-            .forward(x)?
+        let qkv = self.qkv.forward(x)?;
+        if mask.is_none() && fused_attention::supported(&qkv) {
+            return self.out_proj.forward(&fused_attention::attention(&qkv, self.num_heads)?);
+        }
+        let qkv = qkv
             .reshape((batch, tokens, 3, self.num_heads, head_dim))?
             .permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)?.contiguous()? * self.scale)?;
+        let q = qkv.get(0)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         let scores = q.matmul(&k.t()?)?;

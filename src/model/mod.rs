@@ -24,8 +24,10 @@ mod cache;
 pub(crate) mod checkpoint;
 mod clip;
 mod config;
+mod dense;
 mod device;
 mod fused;
+mod fused_attention;
 mod layers;
 mod norm_params;
 pub(crate) mod ops;
@@ -37,12 +39,12 @@ mod vision;
 pub(crate) mod weights;
 
 pub use activation::Activation;
-pub use cache::load_cached;
+pub use cache::{cached_model_count, load_cached};
 pub use checkpoint::{
     random_weights, tensor_shapes, word_level_tokenizer_json, write_checkpoint, write_random_checkpoint, END_OF_TEXT,
     START_OF_TEXT,
 };
-pub use clip::{ClipModel, LoadOptions};
+pub use clip::{checkpoint_hash, ClipModel, LoadOptions};
 pub use config::{ClipConfig, TextConfig, VisionConfig};
 pub use device::{parse_device, DeviceSpec};
 pub use norm_params::{NormParams, NormSnapshot};

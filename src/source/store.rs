@@ -43,6 +43,12 @@ pub fn check_store_options(url: &Url, options: &[(String, String)]) -> Result<()
     Ok(())
 }
 
+/// The options among `options` that apply to the store for `url` (a scan's store options may
+/// serve two stores: the images' and the model's).
+pub fn store_options_for(url: &Url, options: &[(String, String)]) -> Vec<(String, String)> {
+    options.iter().filter(|o| check_store_options(url, std::slice::from_ref(o)).is_ok()).cloned().collect()
+}
+
 /// Builds the store for a root URL (`s3://bucket/`, `file:///`, ...). Cloud stores start from
 /// the environment (`AmazonS3Builder::from_env` and friends), then apply `options`.
 /// A `memory://` store built here is new and empty: register a shared one to read from it.
@@ -112,6 +118,9 @@ mod tests {
         build_store(&Url::parse("memory:///").unwrap(), &[]).unwrap();
         let err = check_store_options(&s3, &[("aws_nonsense".into(), "1".into())]).unwrap_err().to_string();
         assert!(err.contains("`aws_nonsense`"), "{err}");
+        let mixed = vec![("aws_region".to_string(), "x".to_string()), ("google_bucket".to_string(), "y".to_string())];
+        assert_eq!(store_options_for(&s3, &mixed), mixed[..1]);
+        assert!(store_options_for(&Url::parse("file:///").unwrap(), &mixed).is_empty());
         assert!(is_store_option("AWS_ACCESS_KEY_ID") && is_store_option("allow_http") && !is_store_option("classes"));
     }
 }

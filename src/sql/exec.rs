@@ -6,7 +6,7 @@
 //! keeps adapting if the plan is executed again), with `per_partition` each has its own.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -19,6 +19,7 @@ use tokio::sync::OnceCell;
 
 use super::metrics::ClipTtaMetrics;
 use super::options::ClipTtaOptions;
+use super::provider::resolve_model_store;
 use super::schema::{embedding_dim, output_schema, prediction_fields};
 use super::stream::{ClipTtaStream, ImageSource, SharedAdapter};
 
@@ -32,6 +33,9 @@ pub struct ClipTtaExec {
     embedding_dim: Option<i32>,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// The metrics of the partitions executed so far, for live progress (clones share the
+    /// counters with the running streams).
+    live: Arc<Mutex<Vec<ClipTtaMetrics>>>,
     adapter: Arc<OnceCell<SharedAdapter>>,
 }
 
@@ -54,6 +58,7 @@ impl ClipTtaExec {
             embedding_dim: dim,
             cache: Arc::new(cache),
             metrics: ExecutionPlanMetricsSet::new(),
+            live: Arc::default(),
             adapter: Arc::new(OnceCell::new()),
         })
     }
@@ -85,6 +90,12 @@ impl ClipTtaExec {
     /// Whether the binary image column is left out of the output.
     pub fn drops_image(&self) -> bool {
         self.drop_image
+    }
+
+    /// The live metrics of every partition started so far: read them while the plan runs for
+    /// progress (`cliptta label` does), or after it for totals.
+    pub fn live_metrics(&self) -> Vec<ClipTtaMetrics> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn drop_column(&self) -> Option<usize> {
@@ -151,10 +162,19 @@ impl ExecutionPlan for ClipTtaExec {
         }
         let input = children.swap_remove(0);
         let cache = Self::compute_properties(&input, self.schema());
-        Ok(Arc::new(Self { input, cache: Arc::new(cache), metrics: ExecutionPlanMetricsSet::new(), ..Self::clone(&self) }))
+        Ok(Arc::new(Self {
+            input,
+            cache: Arc::new(cache),
+            metrics: ExecutionPlanMetricsSet::new(),
+            live: Arc::default(),
+            ..Self::clone(&self)
+        }))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let model_store = resolve_model_store(context.runtime_env().as_ref(), &self.options)?;
+        let metrics = ClipTtaMetrics::new(&self.metrics, partition);
+        self.live.lock().unwrap_or_else(PoisonError::into_inner).push(metrics.clone());
         let input = self.input.execute(partition, context)?;
         let stream = ClipTtaStream::new(
             input,
@@ -163,9 +183,10 @@ impl ExecutionPlan for ClipTtaExec {
             self.source.clone(),
             self.drop_column(),
             self.embedding_dim,
-            ClipTtaMetrics::new(&self.metrics, partition),
+            metrics,
             self.adapter.clone(),
-        );
+        )
+        .with_model_store(model_store);
         Ok(stream.into_stream())
     }
 

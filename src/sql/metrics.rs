@@ -53,6 +53,11 @@ impl ClipTtaMetrics {
         self.rows_failed[i].add(1);
     }
 
+    /// Rows finished: predicted or failed.
+    pub fn rows_done(&self) -> usize {
+        self.rows_ok.value() + self.rows_failed_total()
+    }
+
     /// Failed rows over all reasons.
     pub fn rows_failed_total(&self) -> usize {
         self.rows_failed.iter().map(Count::value).sum()

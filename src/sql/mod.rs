@@ -41,9 +41,9 @@ pub use exec::ClipTtaExec;
 pub use listing::ImageListingExec;
 pub use metrics::{ClipTtaMetrics, FAILURE_REASONS};
 pub use options::{default_model_dir, option, ClipTtaOptions, OptionDef, OptionValue, Reset, OPTIONS};
-pub use provider::{resolve_store, ClipTtaProvider, ProviderSource};
+pub use provider::{prefetch_model_config, resolve_model_store, resolve_store, ClipTtaProvider, ProviderSource};
 pub use schema::{lake_schema, prediction_fields, STATUS_NULL, STATUS_OK};
-pub use stream::{adapt_stream, build_adapter, ClipTtaStream, ImageSource, SharedAdapter};
+pub use stream::{adapt_stream, build_adapter, model_dir, ClipTtaStream, ImageSource, SharedAdapter};
 pub use udtf::{ClipTtaFunction, ClipTtaTableFunction};
 pub use warm_start::warm_start;
 

@@ -11,7 +11,7 @@ use datafusion::common::{plan_err, Result as DfResult};
 
 use crate::image::DecodeLimits;
 use crate::model::{DeviceSpec, DEFAULT_TEMPLATE};
-use crate::source::{is_store_option, FetchOptions, ListingOrder};
+use crate::source::{is_store_option, FetchOptions, ListingOrder, ModelLocation};
 use crate::tta::MethodConfig;
 
 /// One option value as it arrives: a string (SQL string or number literal, CLI text) or a list
@@ -69,8 +69,9 @@ pub struct ClipTtaOptions {
     pub classes: Vec<String>,
     /// Prompt templates (`{}` is the class name); class embeddings are averaged over them.
     pub templates: Vec<String>,
-    /// Model directory (Hugging Face layout).
-    pub model: PathBuf,
+    /// The checkpoint (Hugging Face layout): a local directory, or an object-store URL whose
+    /// files are downloaded into the local cache (`source::fetch_model`) before loading.
+    pub model: ModelLocation,
     /// `zero_shot`, `tent` or `cliptta`.
     pub method: String,
     /// Open-set CLIPTTA: OOD scores, Otsu threshold, OCE loss.
@@ -199,7 +200,8 @@ fn list(v: &OptionValue, sep: char) -> Result<Vec<String>, String> {
     Ok(items)
 }
 
-/// The default model directory: `$CLIPTTA_MODEL`, else `data/models/default` in the crate.
+/// The default model: `$CLIPTTA_MODEL` (a directory or a URL), else `data/models/default` in
+/// the crate.
 pub fn default_model_dir() -> PathBuf {
     match std::env::var_os("CLIPTTA_MODEL") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
@@ -235,15 +237,23 @@ pub const OPTIONS: &[OptionDef] = &[
     },
     OptionDef {
         name: "model",
-        kind: "path",
+        kind: "path|url",
         default: "",
-        doc: "model directory in the Hugging Face layout (default: $CLIPTTA_MODEL, else data/models/default)",
+        doc: "model in the Hugging Face layout: a directory, or an s3/gs/az/http(s)/memory URL cached locally \
+              (default: $CLIPTTA_MODEL, else data/models/default)",
         apply: |o, v| {
-            let p = path(v)?.ok_or("empty path")?;
-            if !p.join("config.json").is_file() {
-                return Err(format!("no model at `{}` (config.json not found)", p.display()));
+            let p = text(v, "a path or URL")?;
+            if p.is_empty() {
+                return Err("empty path".into());
             }
-            o.model = p;
+            let model = ModelLocation::parse(p).map_err(|e| e.to_string())?;
+            // A URL is checked when the scan runs (no I/O at planning); a local directory now.
+            if let ModelLocation::Local(dir) = &model {
+                if !dir.join("config.json").is_file() {
+                    return Err(format!("no model at `{}` (config.json not found)", dir.display()));
+                }
+            }
+            o.model = model;
             Ok(())
         },
     },
@@ -454,8 +464,8 @@ pub fn option(name: &str) -> Option<&'static OptionDef> {
 }
 
 impl ClipTtaOptions {
-    /// The defaults, with `classes` and the model directory given.
-    pub fn new(classes: Vec<String>, model: impl Into<PathBuf>) -> Self {
+    /// The defaults, with `classes` and the model (a directory or a [`ModelLocation`]) given.
+    pub fn new(classes: Vec<String>, model: impl Into<ModelLocation>) -> Self {
         let mut o = Self {
             classes,
             templates: Vec::new(),
@@ -492,7 +502,9 @@ impl ClipTtaOptions {
 
     /// Parses key/value pairs. Returns every problem at once, each naming its option.
     pub fn parse(pairs: &[(String, OptionValue)]) -> Result<Self, Vec<String>> {
-        let mut o = Self::new(Vec::new(), default_model_dir());
+        // `$CLIPTTA_MODEL` may be a URL as well as a directory.
+        let default = default_model_dir();
+        let mut o = Self::new(Vec::new(), ModelLocation::parse(&default.to_string_lossy()).unwrap_or(ModelLocation::Local(default)));
         let mut errors = Vec::new();
         let mut seen: Vec<String> = Vec::new();
         for (key, value) in pairs {
@@ -518,10 +530,10 @@ impl ClipTtaOptions {
         if o.classes.is_empty() && !errors.iter().any(|e| e.starts_with("option `classes`")) {
             errors.push("option `classes` is required: a comma-separated list, a SQL list, or a file with one class per line".into());
         }
-        if !seen.iter().any(|k| k == "model") && !o.model.join("config.json").is_file() {
+        if !seen.iter().any(|k| k == "model") && o.model.local_dir().is_some_and(|d| !d.join("config.json").is_file()) {
             errors.push(format!(
                 "option `model` is required: no default model at `{}` (set CLIPTTA_MODEL or pass a model directory)",
-                o.model.display()
+                o.model
             ));
         }
         if errors.is_empty() {
@@ -685,7 +697,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        let o = ClipTtaOptions::new(vec!["a".into()], tiny());
+        let o = ClipTtaOptions::new(vec!["a".into()], PathBuf::from(tiny()));
         assert_eq!(o.max_bytes, 64 << 20);
         assert_eq!(o.partitions, 1);
         assert_eq!(o.concurrency, 16);

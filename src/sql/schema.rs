@@ -21,6 +21,7 @@ use datafusion::common::{plan_err, Result};
 
 use super::options::ClipTtaOptions;
 use crate::model::ClipConfig;
+use crate::source::{cache_root, model_cache_dir, ModelLocation};
 
 /// `status` of a predicted row.
 pub const STATUS_OK: &str = "ok";
@@ -58,12 +59,17 @@ pub fn prediction_fields(options: &ClipTtaOptions, embedding_dim: Option<i32>) -
 }
 
 /// The embedding width (`projection_dim` of the model's config.json) when `emit_embedding` is
-/// set: the one piece of the schema that needs the model, read from its small config file.
+/// set: the one piece of the schema that needs the model, read from its small config file
+/// (for a model URL, the copy in the local cache).
 pub fn embedding_dim(options: &ClipTtaOptions) -> Result<Option<i32>> {
     if !options.emit_embedding {
         return Ok(None);
     }
-    let path = options.model.join("config.json");
+    let path = match &options.model {
+        ModelLocation::Local(dir) => dir.join("config.json"),
+        // Fetched by `prefetch_model_config` when the scan was planned.
+        ModelLocation::Remote(location) => model_cache_dir(&cache_root(), location).join("config.json"),
+    };
     match ClipConfig::from_file(&path) {
         Ok(cfg) => Ok(Some(i32::try_from(cfg.projection_dim).unwrap_or(i32::MAX))),
         Err(e) => plan_err!("option `model`: {e}"),

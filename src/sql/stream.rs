@@ -10,6 +10,7 @@
 //! adaptation batches of preprocessed images are held at once.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -33,7 +34,7 @@ use super::options::{ClipTtaOptions, Reset};
 use super::schema::{embedding_dim, output_schema, prediction_fields, STATUS_NULL, STATUS_OK};
 use crate::image::{decode_and_preprocess, to_tensor, DecodeLimits};
 use crate::model::{load_cached, LoadOptions, PreprocessorConfig};
-use crate::source::{fetch, FetchOptions};
+use crate::source::{build_store, cache_root, fetch, fetch_model, store_options_for, FetchOptions, ModelLocation};
 use crate::tta::{Adapter, BatchPrediction};
 
 /// An adapter shared by the partitions of one scan (`reset = never`).
@@ -61,15 +62,31 @@ pub enum ImageSource {
     },
 }
 
-/// Builds the adapter the options describe (blocking: loads or reuses the model, encodes the
-/// class prompts, restores `resume`).
-pub fn build_adapter(options: &ClipTtaOptions) -> crate::Result<Adapter> {
+/// The local directory of the options' model: the directory itself, or, for a URL, its
+/// cache directory after bringing the files up to date (`store`: the model's store as the
+/// session resolved it; built from the environment when `None`).
+pub async fn model_dir(options: &ClipTtaOptions, store: Option<&Arc<dyn ObjectStore>>) -> crate::Result<PathBuf> {
+    match &options.model {
+        ModelLocation::Local(dir) => Ok(dir.clone()),
+        ModelLocation::Remote(location) => {
+            let store = match store {
+                Some(store) => store.clone(),
+                None => build_store(location.store_url(), &store_options_for(location.store_url(), &options.store_options))?,
+            };
+            fetch_model(&store, location, &cache_root(), None).await
+        }
+    }
+}
+
+/// Builds the adapter the options describe from the model in `model_dir` (see [`model_dir`])
+/// (blocking: loads or reuses the model, encodes the class prompts, restores `resume`).
+pub fn build_adapter(options: &ClipTtaOptions, model_dir: &std::path::Path) -> crate::Result<Adapter> {
     let load = LoadOptions { device: options.device, ..LoadOptions::default() };
-    let model = load_cached(&options.model, &load)?;
+    let model = load_cached(model_dir, &load)?;
     if let Some(expected) = &options.model_hash {
         if model.content_hash() != expected {
             return Err(crate::Error::config(
-                &options.model,
+                model_dir,
                 format!("model content hash {} differs from the planned model's {expected}: every node must hold the same checkpoint", model.content_hash()),
             ));
         }
@@ -114,6 +131,7 @@ pub struct ClipTtaStream {
     embedding_dim: Option<i32>,
     metrics: ClipTtaMetrics,
     cell: Arc<OnceCell<SharedAdapter>>,
+    model_store: Option<Arc<dyn ObjectStore>>,
     adapter: Option<SharedAdapter>,
     preprocessor: Arc<PreprocessorConfig>,
     crop: usize,
@@ -148,6 +166,7 @@ impl ClipTtaStream {
             embedding_dim,
             metrics,
             cell,
+            model_store: None,
             adapter: None,
             preprocessor: Arc::new(PreprocessorConfig::clip_default(224)),
             crop: 224,
@@ -158,6 +177,13 @@ impl ClipTtaStream {
             ready: VecDeque::new(),
             finished: false,
         }
+    }
+
+    /// Reads a remote model through `store` (the session's store for the model URL) instead of
+    /// one built from the environment.
+    pub fn with_model_store(mut self, store: Option<Arc<dyn ObjectStore>>) -> Self {
+        self.model_store = store;
+        self
     }
 
     /// The stream as a DataFusion record batch stream.
@@ -207,8 +233,10 @@ impl ClipTtaStream {
         }
         let start = Instant::now();
         let options = self.options.clone();
+        let store = self.model_store.clone();
         let build = move || async move {
-            let adapter = tokio::task::spawn_blocking(move || build_adapter(&options))
+            let dir = model_dir(&options, store.as_ref()).await?;
+            let adapter = tokio::task::spawn_blocking(move || build_adapter(&options, &dir))
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))??;
             Ok::<_, DataFusionError>(Arc::new(Mutex::new(adapter)))
@@ -577,6 +605,8 @@ pub fn adapt_stream(input: SendableRecordBatchStream, image_column: &str, option
     if let Err(e) = options.method_config() {
         return exec_err!("cliptta: {e}");
     }
+    // A model URL's config.json, for the embedding width (no session: stores from the environment).
+    super::provider::prefetch_model_config(&datafusion::execution::runtime_env::RuntimeEnv::default(), &options)?;
     let dim = embedding_dim(&options)?;
     let schema = output_schema(&input_schema, None, &prediction_fields(&options, dim))?;
     let metrics = ClipTtaMetrics::new(&ExecutionPlanMetricsSet::new(), 0);

@@ -16,8 +16,8 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
 
 use super::options::{ClipTtaOptions, OptionValue};
-use super::provider::{ClipTtaProvider, ProviderSource};
-use crate::source::{check_store_options, ImageLocation};
+use super::provider::{prefetch_model_config, ClipTtaProvider, ProviderSource};
+use crate::source::{check_store_options, ImageLocation, ModelLocation};
 
 /// `cliptta(location, key, value, ...)`.
 #[derive(Debug, Default)]
@@ -97,11 +97,21 @@ impl TableFunctionImpl for ClipTtaFunction {
             Ok(l) => l,
             Err(e) => return plan_err!("cliptta: {e}"),
         };
+        // Each store option must apply to the images' store or the model's.
         if let Err(e) = check_store_options(location.store_url(), &options.store_options) {
-            if !options.store_options.is_empty() {
+            let model_url = match &options.model {
+                ModelLocation::Remote(m) => Some(m.store_url().clone()),
+                ModelLocation::Local(_) => None,
+            };
+            let applies = |o: &(String, String)| {
+                check_store_options(location.store_url(), std::slice::from_ref(o)).is_ok()
+                    || model_url.as_ref().is_some_and(|u| check_store_options(u, std::slice::from_ref(o)).is_ok())
+            };
+            if !options.store_options.iter().all(applies) {
                 return plan_err!("cliptta: {e}");
             }
         }
+        prefetch_model_config(args.session().runtime_env(), &options)?;
         Ok(Arc::new(ClipTtaProvider::try_new(ProviderSource::Lake(location), options)?))
     }
 }
@@ -113,8 +123,12 @@ impl TableFunctionImpl for ClipTtaTableFunction {
         let name = string_arg(F, "first argument (table name)", exprs.first(), CLIPTTA_TABLE_USAGE)?;
         let column = string_arg(F, "second argument (image column)", exprs.get(1), CLIPTTA_TABLE_USAGE)?;
         let options = ClipTtaOptions::parse_for(F, &key_values(F, exprs.get(2..).unwrap_or_default())?)?;
-        if !options.store_options.is_empty() {
-            return plan_err!("{F}: store options do not apply to tables");
+        let model_url = match &options.model {
+            ModelLocation::Remote(m) => Some(m.store_url().clone()),
+            ModelLocation::Local(_) => None,
+        };
+        if !options.store_options.iter().all(|o| model_url.as_ref().is_some_and(|u| check_store_options(u, std::slice::from_ref(o)).is_ok())) {
+            return plan_err!("{F}: store options apply only to a model URL's store, not to tables");
         }
         let Some(state) = args.session().as_any().downcast_ref::<SessionState>() else {
             return plan_err!("{F}: needs a SessionContext's session to look up tables");
@@ -125,6 +139,7 @@ impl TableFunctionImpl for ClipTtaTableFunction {
         let Some(table) = futures::executor::block_on(schema.table(reference.table()))? else {
             return plan_err!("{F}: table `{name}` not found");
         };
+        prefetch_model_config(args.session().runtime_env(), &options)?;
         let table_schema = table.schema();
         let Ok(image_column) = table_schema.index_of(&column) else {
             return plan_err!("{F}: table `{name}` has no column `{column}`");

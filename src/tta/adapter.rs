@@ -66,11 +66,7 @@ impl Adapter {
             MethodConfig::Cliptta(c) => (c.num_shots, c.sample_size, c.seed),
             _ => (0, 0, 0),
         };
-        let mut trainable: Vec<&Var> = params.vars().iter().collect();
-        if method.open_set() {
-            trainable.push(&alpha);
-        }
-        let adam = Adam::new(adam_config, &trainable)?;
+        let adam = Adam::new(adam_config, &trainable(&params, &alpha, method.open_set()))?;
         Ok(Self {
             memory: ClassMemory::new(classes.len(), num_shots, sample_size),
             model,
@@ -280,10 +276,7 @@ impl Adapter {
             return Ok(f32::NAN);
         }
         let grads = loss.backward()?;
-        let mut trainable: Vec<&Var> = self.params.vars().iter().collect();
-        if self.method.open_set() {
-            trainable.push(&self.alpha);
-        }
+        let trainable = trainable(&self.params, &self.alpha, self.method.open_set());
         let mut gs = Vec::with_capacity(trainable.len());
         for var in &trainable {
             let g = match grads.get(var.as_tensor()) {
@@ -301,4 +294,13 @@ impl Adapter {
         self.stats.steps += 1;
         Ok(value as f32)
     }
+}
+
+/// What Adam updates: the LayerNorm parameters, and the OOD threshold α in the open set.
+fn trainable<'a>(params: &'a NormParams, alpha: &'a Var, open_set: bool) -> Vec<&'a Var> {
+    let mut vars: Vec<&Var> = params.vars().iter().collect();
+    if open_set {
+        vars.push(alpha);
+    }
+    vars
 }

@@ -19,7 +19,7 @@ use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
 };
 
-use crate::support::{image_bytes, lake_files, start_s3, tiny_model};
+use crate::support::{image_bytes, lake_files, s3_options, start_s3, tiny_model};
 
 const CLASSES: &str = "cat,dog,bird";
 
@@ -244,9 +244,7 @@ async fn two_executors_match_the_single_process_run() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     write_big_lake(&root.path().join("photos").join("lake"));
     let addr = start_s3(root.path()).await?;
-    let creds = format!(
-        ", 'aws_endpoint', 'http://{addr}', 'allow_http', 'true', 'aws_access_key_id', 'AKIDTEST', 'aws_secret_access_key', 'SECRETTEST', 'aws_region', 'us-east-1'"
-    );
+    let creds = s3_options(addr);
     let sql = query("s3://photos/lake/", &creds);
     let got = rows(&ctx.sql(&sql).await?.collect().await?);
     assert_eq!(got.len(), 30);

@@ -1,6 +1,7 @@
 //! SQL end to end: `cliptta(...)` over a local directory, the memory store and an S3 API server
 //! on loopback; `cliptta_table(...)` over Parquet; bad input; option errors; EXPLAIN; COPY.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BinaryArray, Int32Array, RecordBatch};
@@ -11,7 +12,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 
-use crate::support::{lake_files, start_s3, tiny_model, write_lake};
+use crate::support::{lake_files, s3_options, start_s3, tiny_model, write_lake};
 
 const CLASSES: &str = "cat,dog,bird";
 
@@ -118,9 +119,7 @@ async fn s3_on_loopback_and_copy_to_parquet() -> anyhow::Result<()> {
     write_lake(&root.path().join("photos").join("lake"));
     let addr = start_s3(root.path()).await?;
     let ctx = ctx();
-    let creds = format!(
-        ", 'aws_endpoint', 'http://{addr}', 'allow_http', 'true', 'aws_access_key_id', 'AKIDTEST', 'aws_secret_access_key', 'SECRETTEST', 'aws_region', 'us-east-1'"
-    );
+    let creds = s3_options(addr);
     assert_eq!(statuses(&ctx, "s3://photos/lake/", &creds).await?, EXPECTED_LAKE);
 
     let out = tempfile::tempdir()?;
@@ -214,8 +213,126 @@ async fn explain_shows_the_exec_and_analyze_its_metrics() -> anyhow::Result<()> 
     assert!(plan.contains("ClipTtaExec: method=cliptta, classes=3, batch=4, reset=never"), "{plan}");
     assert!(plan.contains("ImageListingExec: location="), "{plan}");
     let analyzed = pretty_format_batches(&ctx.sql(&format!("EXPLAIN ANALYZE SELECT * FROM {call}")).await?.collect().await?)?.to_string();
-    for needle in ["rows_ok=6", "rows_failed_decode_error=4", "rows_failed_too_large=1", "adapt_batches=2", "adapt_time="] {
+    for needle in [
+        "ClipTtaExec: method=cliptta",
+        "output_rows=11",
+        "rows_ok=6",
+        "rows_failed_decode_error=4",
+        "rows_failed_too_large=1",
+        "rows_failed_fetch_error=0",
+        "adapt_batches=2",
+        "adapt_time=",
+        "fetch_time=",
+        "decode_time=",
+        "load_time=",
+    ] {
         assert!(analyzed.contains(needle), "missing {needle}:\n{analyzed}");
     }
+    Ok(())
+}
+
+/// Copies the tiny model's checkpoint files into `dir`.
+fn copy_tiny_model(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, _) in cliptta::source::MODEL_FILES {
+        let from = Path::new(&tiny_model()).join(name);
+        if from.is_file() {
+            std::fs::copy(from, dir.join(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Name, label and confidence of every row of the test lake, with `model` and `extra` options.
+async fn predictions(ctx: &SessionContext, lake: &Path, model: &str, extra: &str) -> anyhow::Result<String> {
+    let sql = format!(
+        "SELECT regexp_replace(location, '.*/', '') AS name, status, label, confidence \
+         FROM cliptta('{}', 'classes', '{CLASSES}', 'model', '{model}', 'adapt_batch_size', 4, 'steps', 2, 'max_pixels', 10000{extra}) ORDER BY name",
+        lake.display()
+    );
+    Ok(pretty_format_batches(&ctx.sql(&sql).await?.collect().await?)?.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn model_urls_predict_like_the_local_path() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let lake = root.path().join("lake");
+    write_lake(&lake);
+    copy_tiny_model(&root.path().join("models").join("tiny"))?;
+    let addr = start_s3(root.path()).await?;
+    let ctx = ctx();
+    let local = predictions(&ctx, &lake, &tiny_model(), "").await?;
+    assert!(local.contains("| a.png         | ok "), "{local}");
+
+    // S3 on loopback: the images are local, the store options serve the model's store.
+    let creds = s3_options(addr);
+    assert_eq!(predictions(&ctx, &lake, "s3://models/tiny/", &creds).await?, local);
+    // Planning with emit_embedding reads config.json from the store for the column's width.
+    let df = ctx
+        .sql(&format!(
+            "SELECT embedding FROM cliptta('{}', 'classes', '{CLASSES}', 'model', 's3://models/tiny', 'emit_embedding', true{creds})",
+            lake.display()
+        ))
+        .await?;
+    assert!(matches!(df.schema().field(0).data_type(), DataType::FixedSizeList(_, 32)), "{}", df.schema());
+
+    // The memory store registered in the session.
+    let store = Arc::new(InMemory::new());
+    for (name, _) in cliptta::source::MODEL_FILES {
+        let file = Path::new(&tiny_model()).join(name);
+        if file.is_file() {
+            store.put(&ObjectPath::from(format!("models/tiny/{name}")), std::fs::read(file)?.into()).await?;
+        }
+    }
+    ctx.register_object_store(&url::Url::parse("memory://")?, store);
+    assert_eq!(predictions(&ctx, &lake, "memory:///models/tiny/", "").await?, local);
+
+    // A URL without a checkpoint fails the query, naming the missing object.
+    let err = predictions(&ctx, &lake, "s3://models/none/", &creds).await.expect_err("no model there").to_string();
+    assert!(err.contains("s3://models/none/config.json"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_tree_render_shows_the_exec_and_its_options() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_lake(dir.path());
+    let ctx = ctx();
+    ctx.sql("SET datafusion.explain.format = 'tree'").await?.collect().await?;
+    let sql = format!(
+        "EXPLAIN SELECT * FROM cliptta('{}', 'classes', '{CLASSES}', 'model', '{}', 'adapt_batch_size', 8, 'open_set', true, 'reset', 'per_partition')",
+        dir.path().display(),
+        tiny_model()
+    );
+    let plan = pretty_format_batches(&ctx.sql(&sql).await?.collect().await?)?.to_string();
+    // Each key=value line of the TreeRender display becomes a `key: value` line in the box.
+    for needle in ["ClipTtaExec", "method: cliptta", "classes: 3", "batch: 8", "reset:", "per_partition", "open_set: true", "ImageListingExec"] {
+        assert!(plan.contains(needle), "missing `{needle}` in the tree:\n{plan}");
+    }
+    assert!(!plan.contains("ClipTtaExec: method="), "the tree shows key: value lines, not the one-line form:\n{plan}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_metrics_count_every_row_for_progress() -> anyhow::Result<()> {
+    use cliptta::sql::{ClipTtaExec, ClipTtaOptions, ClipTtaProvider, OptionValue, ProviderSource};
+    let dir = tempfile::tempdir()?;
+    write_lake(dir.path());
+    let pairs: Vec<(String, OptionValue)> = [("classes", CLASSES), ("model", &tiny_model()), ("max_pixels", "10000"), ("partitions", "2"), ("adapt_batch_size", "3")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), OptionValue::from(*v)))
+        .collect();
+    let options = ClipTtaOptions::parse(&pairs).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+    let location = cliptta::source::ImageLocation::parse(&dir.path().display().to_string())?;
+    let ctx = ctx();
+    let plan = ctx.read_table(Arc::new(ClipTtaProvider::try_new(ProviderSource::Lake(location), options)?))?.create_physical_plan().await?;
+    let exec = plan.downcast_ref::<ClipTtaExec>().ok_or_else(|| anyhow::anyhow!("root is not ClipTtaExec"))?;
+    assert!(exec.live_metrics().is_empty(), "nothing runs before execution");
+    let rows: usize = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx()).await?.iter().map(RecordBatch::num_rows).sum();
+    let metrics = exec.live_metrics();
+    assert_eq!(metrics.len(), 2, "one per partition");
+    assert_eq!(metrics.iter().map(|m| m.rows_done()).sum::<usize>(), rows);
+    assert_eq!(metrics.iter().map(|m| m.rows_failed_total()).sum::<usize>(), 5);
+    assert_eq!(rows, lake_files().len());
     Ok(())
 }

@@ -99,3 +99,68 @@ pub async fn start_s3(root: &std::path::Path) -> anyhow::Result<std::net::Socket
     });
     Ok(addr)
 }
+
+/// The S3 store options of a `cliptta(...)` call against [`start_s3`]'s server.
+pub fn s3_options(addr: std::net::SocketAddr) -> String {
+    format!(
+        ", 'aws_endpoint', 'http://{addr}', 'allow_http', 'true', 'aws_access_key_id', 'AKIDTEST', 'aws_secret_access_key', 'SECRETTEST', 'aws_region', 'us-east-1'"
+    )
+}
+
+/// A WebDAV server (`rclone serve webdav`) on loopback serving a directory; object_store's
+/// HTTP store lists through WebDAV `PROPFIND`. Stopped when dropped.
+pub struct WebDav {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>` (no trailing slash).
+    pub url: String,
+}
+
+impl WebDav {
+    /// Starts the server, or returns `None` when `rclone` is not installed and
+    /// `CLIPTTA_REQUIRE_TEST_TOOLS` is unset (`scripts/test.sh` installs rclone and sets it, so
+    /// CI never skips).
+    pub fn start(root: &std::path::Path) -> anyhow::Result<Option<Self>> {
+        use std::io::BufRead;
+        let spawned = std::process::Command::new("rclone")
+            .args(["serve", "webdav", "--addr", "127.0.0.1:0", "--config", "/dev/null"])
+            .arg(root)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CLIPTTA_REQUIRE_TEST_TOOLS").is_none() => {
+                eprintln!("\n*** SKIPPED: `rclone` is not installed, so the HTTP (WebDAV) source is not tested here; scripts/install-test-tools.sh installs it ***\n");
+                return Ok(None);
+            }
+            Err(e) => anyhow::bail!("cannot start `rclone serve webdav` (run scripts/install-test-tools.sh): {e}"),
+        };
+        let stderr = child.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+        // rclone logs "... WebDav Server started on http://127.0.0.1:PORT/" once listening.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(i) = line.find("started on http://") {
+                        let _ = tx.send(line[i + "started on ".len()..].trim().trim_end_matches('/').to_string());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let mut server = Self { child, url: String::new() };
+        server.url = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .map_err(|_| anyhow::anyhow!("rclone serve webdav did not report its address within 20 s"))?;
+        Ok(Some(server))
+    }
+}
+
+impl Drop for WebDav {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use parquet::arrow::ArrowWriter;
@@ -15,7 +15,7 @@ use parquet::file::properties::WriterProperties;
 
 use cliptta::model::{load_cached, LoadOptions};
 use cliptta::source::{list_objects, ImageLocation};
-use cliptta::sql::{resolve_store, ClipTtaOptions, ClipTtaProvider, OptionValue, ProviderSource};
+use cliptta::sql::{model_dir, resolve_model_store, resolve_store, ClipTtaExec, ClipTtaMetrics, ClipTtaOptions, ClipTtaProvider, OptionValue, ProviderSource};
 
 use super::sql::session;
 use crate::cli::args::LabelArgs;
@@ -61,6 +61,31 @@ impl Summary {
     }
 }
 
+/// Progress read from the plan's [`ClipTtaExec`] metrics (rows done and failed, summed over
+/// partitions); falls back to the rows written when the plan has no such exec.
+struct Progress(Option<Arc<dyn ExecutionPlan>>);
+
+impl Progress {
+    fn find(plan: &Arc<dyn ExecutionPlan>) -> Self {
+        if plan.is::<ClipTtaExec>() {
+            return Self(Some(plan.clone()));
+        }
+        Self(plan.children().into_iter().map(Self::find).find_map(|p| p.0))
+    }
+
+    fn update(&self, bar: &ProgressBar, rows_written: usize) {
+        let Some(exec) = self.0.as_ref().and_then(|p| p.downcast_ref::<ClipTtaExec>()) else {
+            bar.set_position(rows_written as u64);
+            return;
+        };
+        let metrics = exec.live_metrics();
+        let done: usize = metrics.iter().map(ClipTtaMetrics::rows_done).sum();
+        let failed: usize = metrics.iter().map(ClipTtaMetrics::rows_failed_total).sum();
+        bar.set_position(done.max(rows_written) as u64);
+        bar.set_message(format!("({failed} failed)"));
+    }
+}
+
 /// Runs the command.
 pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     let mut pairs = args.options.pairs.clone();
@@ -71,14 +96,15 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     let ctx = session();
     let store = resolve_store(&ctx.runtime_env(), &location, &options.store_options)?;
     let total = list_objects(&store, &location, options.order()).await?.len();
-    let model_dir = options.model.clone();
+    let model_store = resolve_model_store(&ctx.runtime_env(), &options)?;
+    let model_dir = model_dir(&options, model_store.as_ref()).await?;
     let load = LoadOptions { device: options.device, ..LoadOptions::default() };
     let model = tokio::task::spawn_blocking(move || load_cached(&model_dir, &load)).await??;
 
     let mut metadata = vec![
         ("cliptta.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         ("cliptta.location".to_string(), location.original().to_string()),
-        ("cliptta.model".to_string(), options.model.display().to_string()),
+        ("cliptta.model".to_string(), options.model.to_string()),
         ("cliptta.model_hash".to_string(), model.content_hash().to_string()),
         ("cliptta.resume".to_string(), options.resume.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
     ];
@@ -88,6 +114,7 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     let df = ctx.read_table(Arc::new(provider))?;
     let plan = df.create_physical_plan().await?;
     let schema = plan.schema();
+    let progress = Progress::find(&plan);
     let mut stream = execute_stream(plan, ctx.task_ctx())?;
 
     let props = WriterProperties::builder()
@@ -99,14 +126,24 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images {per_sec} eta {eta} {msg}")?);
     let mut summary = Summary::default();
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        writer.write(&batch)?;
-        summary.add(&batch);
-        bar.inc(batch.num_rows() as u64);
-        let failed = summary.rows - summary.by_status.get("ok").copied().unwrap_or(0);
-        bar.set_message(format!("({failed} failed)"));
+    // The bar follows the exec's metrics (images fetched and predicted or failed), which move
+    // within an adaptation batch, rather than the output batches, which arrive one per batch.
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            batch = stream.next() => match batch {
+                Some(batch) => {
+                    let batch = batch?;
+                    writer.write(&batch)?;
+                    summary.add(&batch);
+                }
+                None => break,
+            },
+            _ = tick.tick() => {}
+        }
+        progress.update(&bar, summary.rows);
     }
+    progress.update(&bar, summary.rows);
     writer.close()?;
     bar.finish_and_clear();
     summary.print(&args.out);

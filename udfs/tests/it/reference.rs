@@ -14,7 +14,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde_json::Value;
 
-const FIXTURE: &str = include_str!("fixtures/reference.json");
+const FIXTURE: &str = include_str!("../fixtures/reference.json");
 const PARTITIONS: usize = 3;
 
 fn fixture() -> Value {

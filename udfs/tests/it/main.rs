@@ -1,0 +1,5 @@
+//! Integration tests of cliptta-udfs, in one binary so they link once.
+
+mod image_info;
+mod reference;
+mod sql;
