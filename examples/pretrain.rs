@@ -122,7 +122,7 @@ fn main() -> Result<()> {
                 let gray = image::GrayImage::from_raw(SIDE as u32, SIDE as u32, img[..PIXELS].to_vec()).expect("28x28");
                 cliptta::image::preprocess(&image::DynamicImage::ImageLuma8(gray), &pre)
             })
-            .collect();
+            .collect::<cliptta::Result<_>>()?;
         let out = adapter.predict(&to_tensor(&batch, SIDE, model.device())?)?;
         correct += out.labels.iter().zip(labels).filter(|(p, l)| **p == **l as u32).count();
     }

@@ -67,7 +67,7 @@ fn tensor_of(images: &[Image28], model: &ClipModel) -> Result<candle_core::Tenso
     let batch: Vec<Vec<f32>> = images
         .iter()
         .map(|img| preprocess(&image::DynamicImage::ImageLuma8(cliptta::data::to_gray_image(img)), pre))
-        .collect();
+        .collect::<cliptta::Result<_>>()?;
     Ok(to_tensor(&batch, pre.crop_size, model.device())?)
 }
 

@@ -62,7 +62,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage> {
 /// Decodes and applies CLIP preprocessing: `3 * crop * crop` floats, channel-major.
 pub fn decode_and_preprocess(bytes: &[u8], limits: &DecodeLimits, cfg: &PreprocessorConfig) -> Result<Vec<f32>> {
     let img = decode(bytes, limits)?;
-    Ok(preprocess(&img, cfg))
+    preprocess(&img, cfg)
 }
 
 fn check_dimensions(w: u32, h: u32, limits: &DecodeLimits) -> Result<()> {

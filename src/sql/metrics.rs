@@ -21,8 +21,10 @@ pub struct ClipTtaMetrics {
     pub adapt_batches: Count,
     /// Time fetching bytes from the store (summed over concurrent fetches).
     pub fetch_time: Time,
-    /// Time decoding and preprocessing (summed over blocking threads).
+    /// Time decoding image bytes to pixels (summed over blocking threads).
     pub decode_time: Time,
+    /// Time resizing, cropping and normalising decoded images (summed over blocking threads).
+    pub preprocess_time: Time,
     /// Time in `Adapter::adapt_and_predict`.
     pub adapt_time: Time,
     /// Time loading the model and building the adapter.
@@ -42,6 +44,7 @@ impl ClipTtaMetrics {
             adapt_batches: MetricBuilder::new(metrics).counter("adapt_batches", partition),
             fetch_time: MetricBuilder::new(metrics).subset_time("fetch_time", partition),
             decode_time: MetricBuilder::new(metrics).subset_time("decode_time", partition),
+            preprocess_time: MetricBuilder::new(metrics).subset_time("preprocess_time", partition),
             adapt_time: MetricBuilder::new(metrics).subset_time("adapt_time", partition),
             load_time: MetricBuilder::new(metrics).subset_time("load_time", partition),
         }

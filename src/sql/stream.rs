@@ -32,7 +32,7 @@ use tokio::sync::OnceCell;
 use super::metrics::ClipTtaMetrics;
 use super::options::{ClipTtaOptions, Reset};
 use super::schema::{embedding_dim, output_schema, prediction_fields, STATUS_NULL, STATUS_OK};
-use crate::image::{decode_and_preprocess, to_tensor, DecodeLimits};
+use crate::image::{decode, preprocess, to_tensor, DecodeLimits};
 use crate::model::{load_cached, LoadOptions, PreprocessorConfig};
 use crate::source::{build_store, cache_root, fetch, fetch_model, store_options_for, FetchOptions, ModelLocation};
 use crate::tta::{Adapter, BatchPrediction};
@@ -336,6 +336,7 @@ impl ClipTtaStream {
             preprocessor: self.preprocessor.clone(),
             fetch_time: self.metrics.fetch_time.clone(),
             decode_time: self.metrics.decode_time.clone(),
+            preprocess_time: self.metrics.preprocess_time.clone(),
         };
         let results: Vec<Result<Vec<f32>, LoadError>> = futures::stream::iter(jobs)
             .map(|job| load_image(job, ctx.clone()))
@@ -518,6 +519,7 @@ struct LoadContext {
     preprocessor: Arc<PreprocessorConfig>,
     fetch_time: Time,
     decode_time: Time,
+    preprocess_time: Time,
 }
 
 enum LoadError {
@@ -556,18 +558,21 @@ async fn load_image(job: Job, ctx: LoadContext) -> Result<Vec<f32>, LoadError> {
             Blob::Bytes(bytes?)
         }
     };
-    let LoadContext { limits, preprocessor, decode_time, .. } = ctx;
+    let LoadContext { limits, preprocessor, decode_time, preprocess_time, .. } = ctx;
     let decoded = tokio::task::spawn_blocking(move || {
         let start = Instant::now();
-        let out = match &blob {
+        let image = match &blob {
             Blob::Array(array, i) => match binary_value(array.as_ref(), *i) {
-                Some(bytes) => decode_and_preprocess(bytes, &limits, &preprocessor),
+                Some(bytes) => decode(bytes, &limits),
                 None => Err(crate::Error::InvalidInput("image column is not binary".into())),
             },
-            Blob::Bytes(bytes) => decode_and_preprocess(bytes, &limits, &preprocessor),
+            Blob::Bytes(bytes) => decode(bytes, &limits),
         };
         decode_time.add_elapsed(start);
-        out
+        let start = Instant::now();
+        let pixels = preprocess(&image?, &preprocessor);
+        preprocess_time.add_elapsed(start);
+        pixels
     })
     .await
     .map_err(|e| LoadError::Row("error", format!("decode task failed: {e}")))?;

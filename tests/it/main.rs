@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod data;
 mod model;
+mod preprocess;
 mod sources;
 mod sql;
 mod tta;

@@ -224,6 +224,7 @@ async fn explain_shows_the_exec_and_analyze_its_metrics() -> anyhow::Result<()> 
         "adapt_time=",
         "fetch_time=",
         "decode_time=",
+        "preprocess_time=",
         "load_time=",
     ] {
         assert!(analyzed.contains(needle), "missing {needle}:\n{analyzed}");
