@@ -107,6 +107,7 @@ pub fn to_tensor(images: &[Vec<f32>], size: usize, device: &Device) -> Result<Te
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::RgbImage;
 
     #[test]
     fn resizes_crops_and_normalises() {
@@ -133,5 +134,21 @@ mod tests {
         assert_eq!(out[5], 1.0);
         assert_eq!(out[10], 1.0);
         assert_eq!(out[15], 0.0);
+    }
+
+    #[test]
+    fn grayscale_matches_converting_to_rgb_first() {
+        let cfg = PreprocessorConfig::clip_default(12);
+        let gray = image::GrayImage::from_fn(37, 29, |x, y| image::Luma([((x * 31 + y * 17) % 256) as u8]));
+        let rgb = DynamicImage::ImageLuma8(gray.clone()).to_rgb8();
+        let from_gray = preprocess(&DynamicImage::ImageLuma8(gray), &cfg).unwrap();
+        let from_rgb = preprocess(&DynamicImage::ImageRgb8(rgb), &cfg).unwrap();
+        assert_eq!(from_gray, from_rgb);
+    }
+
+    #[test]
+    fn an_empty_image_is_an_error() {
+        let img = DynamicImage::ImageRgb8(RgbImage::new(0, 5));
+        assert!(preprocess(&img, &PreprocessorConfig::clip_default(4)).is_err());
     }
 }
