@@ -13,7 +13,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 
-use crate::support::{image_bytes, lake_files, s3_options, start_s3, tiny_model, WebDav};
+use crate::support::{image_bytes, lake_files, s3_options, session, start_s3, tiny_model, WebDav};
 
 /// A lake in one store, as a `cliptta(...)` call sees it.
 struct Source {
@@ -40,12 +40,6 @@ fn write_objects(dir: &Path) -> anyhow::Result<()> {
         std::fs::write(path, bytes)?;
     }
     Ok(())
-}
-
-fn ctx() -> SessionContext {
-    let ctx = SessionContext::new();
-    cliptta::sql::register(&ctx);
-    ctx
 }
 
 fn call(source: &Source, location: &str, extra: &str) -> String {
@@ -122,7 +116,7 @@ async fn local_directory() -> anyhow::Result<()> {
     let lake = dir.path().join("lake");
     write_objects(&lake)?;
     let lake = lake.display().to_string();
-    conformance(Source { url: format!("file://{lake}"), lake, options: String::new(), ctx: ctx() }).await
+    conformance(Source { url: format!("file://{lake}"), lake, options: String::new(), ctx: session() }).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -131,7 +125,7 @@ async fn memory_store() -> anyhow::Result<()> {
     for (name, bytes, _) in objects() {
         store.put(&ObjectPath::from(format!("lake/{name}")), bytes.into()).await?;
     }
-    let ctx = ctx();
+    let ctx = session();
     ctx.register_object_store(&url::Url::parse("memory://")?, store);
     conformance(Source { lake: "memory:///lake".into(), url: "memory:///lake".into(), options: String::new(), ctx }).await
 }
@@ -141,7 +135,7 @@ async fn s3_on_loopback() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     write_objects(&root.path().join("photos").join("lake"))?;
     let addr = start_s3(root.path()).await?;
-    conformance(Source { lake: "s3://photos/lake".into(), url: "s3://photos/lake".into(), options: s3_options(addr), ctx: ctx() }).await
+    conformance(Source { lake: "s3://photos/lake".into(), url: "s3://photos/lake".into(), options: s3_options(addr), ctx: session() }).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -152,7 +146,7 @@ async fn http_webdav_on_loopback() -> anyhow::Result<()> {
         return Ok(());
     };
     let lake = format!("{}/lake", server.url);
-    conformance(Source { url: lake.clone(), lake, options: ", 'allow_http', 'true'".into(), ctx: ctx() }).await
+    conformance(Source { url: lake.clone(), lake, options: ", 'allow_http', 'true'".into(), ctx: session() }).await
 }
 
 /// Store keys that change how a source is read reach the store: without `allow_http` the HTTP
@@ -164,7 +158,7 @@ async fn http_without_allow_http_is_refused() -> anyhow::Result<()> {
     let Some(server) = WebDav::start(root.path())? else {
         return Ok(());
     };
-    let source = Source { lake: String::new(), url: String::new(), options: String::new(), ctx: ctx() };
+    let source = Source { lake: String::new(), url: String::new(), options: String::new(), ctx: session() };
     let err = rows(&source, &format!("{}/lake", server.url), "").await.expect_err("plain http needs allow_http").to_string();
     assert!(err.to_lowercase().contains("http"), "{err}");
     Ok(())

@@ -12,15 +12,9 @@ use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 
-use crate::support::{lake_files, s3_options, start_s3, tiny_model, write_lake};
+use crate::support::{lake_files, s3_options, session, start_s3, table, tiny_model, write_lake};
 
 const CLASSES: &str = "cat,dog,bird";
-
-fn ctx() -> SessionContext {
-    let ctx = SessionContext::new();
-    cliptta::sql::register(&ctx);
-    ctx
-}
 
 /// `SELECT name, status, label in classes` over a location, sorted by name.
 async fn statuses(ctx: &SessionContext, location: &str, extra: &str) -> anyhow::Result<String> {
@@ -29,8 +23,7 @@ async fn statuses(ctx: &SessionContext, location: &str, extra: &str) -> anyhow::
          FROM cliptta('{location}', 'classes', '{CLASSES}', 'model', '{}', 'adapt_batch_size', 4, 'steps', 2, 'max_pixels', 10000{extra}) ORDER BY name",
         tiny_model()
     );
-    let batches = ctx.sql(&sql).await?.collect().await?;
-    Ok(pretty_format_batches(&batches)?.to_string())
+    table(ctx, &sql).await
 }
 
 const EXPECTED_LAKE: &str = "\
@@ -54,7 +47,7 @@ const EXPECTED_LAKE: &str = "\
 async fn local_lake_with_bad_input() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     write_lake(dir.path());
-    let ctx = ctx();
+    let ctx = session();
     assert_eq!(statuses(&ctx, &dir.path().display().to_string(), "").await?, EXPECTED_LAKE);
     // file:// URLs and globs.
     let url = format!("file://{}/*.png", dir.path().display());
@@ -68,7 +61,7 @@ async fn local_lake_with_bad_input() -> anyhow::Result<()> {
 async fn predictions_are_reproducible_and_columns_typed() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     write_lake(dir.path());
-    let ctx = ctx();
+    let ctx = session();
     let sql = format!(
         "SELECT * FROM cliptta('{}', 'classes', ['cat', 'dog', 'bird'], 'model', '{}', 'adapt_batch_size', 3, 'emit_probs', true, 'emit_embedding', true, 'open_set', true) ORDER BY location",
         dir.path().display(),
@@ -106,7 +99,7 @@ async fn memory_store() -> anyhow::Result<()> {
     for (name, bytes, _) in lake_files() {
         store.put(&ObjectPath::from(format!("lake/{name}")), bytes.into()).await?;
     }
-    let ctx = ctx();
+    let ctx = session();
     let url = url::Url::parse("memory://")?;
     ctx.register_object_store(&url, store);
     assert_eq!(statuses(&ctx, "memory:///lake/", "").await?, EXPECTED_LAKE);
@@ -118,7 +111,7 @@ async fn s3_on_loopback_and_copy_to_parquet() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     write_lake(&root.path().join("photos").join("lake"));
     let addr = start_s3(root.path()).await?;
-    let ctx = ctx();
+    let ctx = session();
     let creds = s3_options(addr);
     assert_eq!(statuses(&ctx, "s3://photos/lake/", &creds).await?, EXPECTED_LAKE);
 
@@ -158,19 +151,18 @@ async fn cliptta_table_over_parquet() -> anyhow::Result<()> {
     writer.write(&batch)?;
     writer.close()?;
 
-    let ctx = ctx();
+    let ctx = session();
     ctx.register_parquet("photos", path.to_str().unwrap_or_default(), Default::default()).await?;
     let sql = format!(
         "SELECT id, status, label IS NOT NULL AS labelled FROM cliptta_table('photos', 'image', 'classes', '{CLASSES}', 'model', '{}', 'adapt_batch_size', 4, 'steps', 1, 'max_pixels', 10000) ORDER BY id",
         tiny_model()
     );
-    let batches = ctx.sql(&sql).await?.collect().await?;
-    let table = pretty_format_batches(&batches)?.to_string();
+    let printed = table(&ctx, &sql).await?;
     let mut want: Vec<(usize, &str)> = files.iter().enumerate().map(|(i, (_, _, s))| (i, *s)).collect();
     want.push((files.len(), "null_input"));
     for (id, status) in want {
-        let line = table.lines().find(|l| l.starts_with(&format!("| {id} "))).unwrap_or_default();
-        assert!(line.contains(&format!("| {status} ")), "id {id} should be {status}:\n{table}");
+        let line = printed.lines().find(|l| l.starts_with(&format!("| {id} "))).unwrap_or_default();
+        assert!(line.contains(&format!("| {status} ")), "id {id} should be {status}:\n{printed}");
         assert_eq!(line.contains("true"), status == "ok", "{line}");
     }
     Ok(())
@@ -178,7 +170,7 @@ async fn cliptta_table_over_parquet() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn option_errors_are_planning_errors() -> anyhow::Result<()> {
-    let ctx = ctx();
+    let ctx = session();
     let model = tiny_model();
     let cases = [
         (format!("cliptta('/tmp', 'model', '{model}')"), "Error during planning: cliptta: option `classes` is required: a comma-separated list, a SQL list, or a file with one class per line".to_string()),
@@ -203,16 +195,16 @@ async fn option_errors_are_planning_errors() -> anyhow::Result<()> {
 async fn explain_shows_the_exec_and_analyze_its_metrics() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     write_lake(dir.path());
-    let ctx = ctx();
+    let ctx = session();
     let call = format!(
         "cliptta('{}', 'classes', '{CLASSES}', 'model', '{}', 'adapt_batch_size', 4, 'steps', 1, 'max_pixels', 10000)",
         dir.path().display(),
         tiny_model()
     );
-    let plan = pretty_format_batches(&ctx.sql(&format!("EXPLAIN SELECT * FROM {call}")).await?.collect().await?)?.to_string();
+    let plan = table(&ctx, &format!("EXPLAIN SELECT * FROM {call}")).await?;
     assert!(plan.contains("ClipTtaExec: method=cliptta, classes=3, batch=4, reset=never"), "{plan}");
     assert!(plan.contains("ImageListingExec: location="), "{plan}");
-    let analyzed = pretty_format_batches(&ctx.sql(&format!("EXPLAIN ANALYZE SELECT * FROM {call}")).await?.collect().await?)?.to_string();
+    let analyzed = table(&ctx, &format!("EXPLAIN ANALYZE SELECT * FROM {call}")).await?;
     for needle in [
         "ClipTtaExec: method=cliptta",
         "output_rows=11",
@@ -251,7 +243,7 @@ async fn predictions(ctx: &SessionContext, lake: &Path, model: &str, extra: &str
          FROM cliptta('{}', 'classes', '{CLASSES}', 'model', '{model}', 'adapt_batch_size', 4, 'steps', 2, 'max_pixels', 10000{extra}) ORDER BY name",
         lake.display()
     );
-    Ok(pretty_format_batches(&ctx.sql(&sql).await?.collect().await?)?.to_string())
+    table(ctx, &sql).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -261,7 +253,7 @@ async fn model_urls_predict_like_the_local_path() -> anyhow::Result<()> {
     write_lake(&lake);
     copy_tiny_model(&root.path().join("models").join("tiny"))?;
     let addr = start_s3(root.path()).await?;
-    let ctx = ctx();
+    let ctx = session();
     let local = predictions(&ctx, &lake, &tiny_model(), "").await?;
     assert!(local.contains("| a.png         | ok "), "{local}");
 
@@ -298,14 +290,14 @@ async fn model_urls_predict_like_the_local_path() -> anyhow::Result<()> {
 async fn explain_tree_render_shows_the_exec_and_its_options() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     write_lake(dir.path());
-    let ctx = ctx();
+    let ctx = session();
     ctx.sql("SET datafusion.explain.format = 'tree'").await?.collect().await?;
     let sql = format!(
         "EXPLAIN SELECT * FROM cliptta('{}', 'classes', '{CLASSES}', 'model', '{}', 'adapt_batch_size', 8, 'open_set', true, 'reset', 'per_partition')",
         dir.path().display(),
         tiny_model()
     );
-    let plan = pretty_format_batches(&ctx.sql(&sql).await?.collect().await?)?.to_string();
+    let plan = table(&ctx, &sql).await?;
     // Each key=value line of the TreeRender display becomes a `key: value` line in the box.
     for needle in ["ClipTtaExec", "method: cliptta", "classes: 3", "batch: 8", "reset:", "per_partition", "open_set: true", "ImageListingExec"] {
         assert!(plan.contains(needle), "missing `{needle}` in the tree:\n{plan}");
@@ -325,7 +317,7 @@ async fn live_metrics_count_every_row_for_progress() -> anyhow::Result<()> {
         .collect();
     let options = ClipTtaOptions::parse(&pairs).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
     let location = cliptta::source::ImageLocation::parse(&dir.path().display().to_string())?;
-    let ctx = ctx();
+    let ctx = session();
     let plan = ctx.read_table(Arc::new(ClipTtaProvider::try_new(ProviderSource::Lake(location), options)?))?.create_physical_plan().await?;
     let exec = plan.downcast_ref::<ClipTtaExec>().ok_or_else(|| anyhow::anyhow!("root is not ClipTtaExec"))?;
     assert!(exec.live_metrics().is_empty(), "nothing runs before execution");

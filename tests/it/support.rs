@@ -164,3 +164,16 @@ impl Drop for WebDav {
         let _ = self.child.wait();
     }
 }
+
+/// A session with cliptta's table functions registered.
+pub fn session() -> datafusion::prelude::SessionContext {
+    let ctx = datafusion::prelude::SessionContext::new();
+    cliptta::sql::register(&ctx);
+    ctx
+}
+
+/// Runs `sql` and returns the result printed as a table.
+pub async fn table(ctx: &datafusion::prelude::SessionContext, sql: &str) -> anyhow::Result<String> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    Ok(datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+}

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BinaryArray, BinaryViewArray, LargeBinaryArray, RecordBatch};
 use arrow::datatypes::{Field, Schema};
 use cliptta_udfs::image_info;
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb, Rgba};
+
+use crate::support::{context, table};
 
 fn encode(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
@@ -170,19 +171,7 @@ fn non_images_are_none() {
 }
 
 async fn run(ctx: &SessionContext, sql: &str) -> Vec<String> {
-    let batches = ctx
-        .sql(sql)
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("run");
-    pretty_format_batches(&batches)
-        .expect("format")
-        .to_string()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    table(ctx, sql).await.lines().map(str::to_string).collect()
 }
 
 fn register(ctx: &SessionContext, content: ArrayRef) {
@@ -202,8 +191,7 @@ fn register(ctx: &SessionContext, content: ArrayRef) {
 
 #[tokio::test]
 async fn sql_on_binary_columns() {
-    let ctx = SessionContext::new();
-    cliptta_udfs::register_all(&ctx);
+    let ctx = context(1);
     let png = encode(&rgba(224, 100), ImageFormat::Png);
     let jpeg = encode(&rgb(640, 480), ImageFormat::Jpeg);
     let rows: Vec<Option<&[u8]>> = vec![Some(&png), Some(&jpeg), Some(b"garbage"), Some(b""), None];
@@ -256,8 +244,7 @@ async fn sql_on_binary_columns() {
 
 #[tokio::test]
 async fn sql_on_literals_and_nulls() {
-    let ctx = SessionContext::new();
-    cliptta_udfs::register_all(&ctx);
+    let ctx = context(1);
     let got = run(&ctx, "SELECT image_info(X'00010203') IS NULL AS a, image_info(NULL) IS NULL AS b, image_info(X'') IS NULL AS c").await;
     assert_eq!(got[3], "| true | true | true |");
     let got = run(&ctx, "SELECT arrow_typeof(image_info(X'00')) AS t").await;

@@ -3,3 +3,4 @@
 mod image_info;
 mod reference;
 mod sql;
+mod support;

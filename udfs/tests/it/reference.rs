@@ -11,8 +11,10 @@ use arrow::array::{
 };
 use arrow::datatypes::{Field, Float64Type, Schema};
 use datafusion::datasource::MemTable;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use serde_json::Value;
+
+use crate::support;
 
 const FIXTURE: &str = include_str!("../fixtures/reference.json");
 const PARTITIONS: usize = 3;
@@ -63,9 +65,7 @@ fn assert_close(actual: Option<f64>, expected: Option<f64>, what: &str) {
 }
 
 fn context() -> SessionContext {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
-    cliptta_udfs::register_all(&ctx);
-    ctx
+    support::context(4)
 }
 
 /// Registers `columns` as table `t`, its rows dealt into `PARTITIONS` contiguous partitions.
@@ -96,13 +96,7 @@ fn register(ctx: &SessionContext, columns: Vec<(&str, ArrayRef)>) {
 }
 
 async fn query_f64s(ctx: &SessionContext, sql: &str) -> Vec<Option<f64>> {
-    let batches = ctx
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = support::collect(&ctx, sql).await;
     let mut out = Vec::new();
     for batch in batches {
         for column in batch.columns() {
@@ -316,29 +310,14 @@ async fn group_by_merges_partial_states() {
                FROM t GROUP BY g ORDER BY g";
 
     // The plan must really split the aggregation, or the merge path would go untested.
-    let plan = ctx
-        .sql(&format!("EXPLAIN {sql}"))
-        .await
-        .expect("explain")
-        .collect()
-        .await
-        .expect("explain");
-    let plan = arrow::util::pretty::pretty_format_batches(&plan)
-        .expect("format")
-        .to_string();
+    let plan = support::table(&ctx, &format!("EXPLAIN {sql}")).await;
     assert!(plan.contains("mode=Partial"), "{plan}");
     assert!(
         plan.contains("mode=FinalPartitioned") || plan.contains("mode=Final"),
         "{plan}"
     );
 
-    let batches = ctx
-        .sql(sql)
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("run");
+    let batches = support::collect(&ctx, sql).await;
     let mut seen = 0;
     for batch in &batches {
         let g = batch.column(0).as_string::<i32>();

@@ -1,24 +1,12 @@
 //! SQL behaviour of the aggregates: the documented examples, nulls, empty input, argument
 //! coercion and planning errors.
 
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 
-fn context() -> SessionContext {
-    let ctx = SessionContext::new();
-    cliptta_udfs::register_all(&ctx);
-    ctx
-}
+use crate::support::{self, table};
 
-async fn table(ctx: &SessionContext, sql: &str) -> String {
-    let batches = ctx
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    pretty_format_batches(&batches).expect("format").to_string()
+fn context() -> SessionContext {
+    support::context(2)
 }
 
 async fn error(ctx: &SessionContext, sql: &str) -> String {
