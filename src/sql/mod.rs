@@ -26,6 +26,7 @@ mod error;
 mod exec;
 mod listing;
 mod metrics;
+mod named_args;
 mod options;
 mod provider;
 mod schema;
@@ -40,6 +41,7 @@ use datafusion::prelude::SessionContext;
 pub use exec::ClipTtaExec;
 pub use listing::ImageListingExec;
 pub use metrics::{ClipTtaMetrics, FAILURE_REASONS};
+pub use named_args::NamedArguments;
 pub use options::{default_model_dir, option, ClipTtaOptions, OptionDef, OptionValue, Reset, OPTIONS};
 pub use provider::{prefetch_model_config, resolve_model_store, resolve_store, ClipTtaProvider, ProviderSource};
 pub use schema::{lake_schema, prediction_fields, STATUS_NULL, STATUS_OK};
@@ -47,8 +49,12 @@ pub use stream::{adapt_stream, build_adapter, model_dir, ClipTtaStream, ImageSou
 pub use udtf::{ClipTtaFunction, ClipTtaTableFunction};
 pub use warm_start::warm_start;
 
-/// Registers `cliptta` and `cliptta_table` with `ctx`.
+/// Registers `cliptta` and `cliptta_table` with `ctx`, and the relation planner that lets
+/// their options be given as `name => value` ([`NamedArguments`]).
 pub fn register(ctx: &SessionContext) {
     ctx.register_udtf("cliptta", Arc::new(ClipTtaFunction));
     ctx.register_udtf("cliptta_table", Arc::new(ClipTtaTableFunction));
+    if let Err(e) = ctx.register_relation_planner(Arc::new(NamedArguments)) {
+        tracing::warn!("named arguments for cliptta(...) are unavailable: {e}");
+    }
 }

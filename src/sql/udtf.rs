@@ -5,6 +5,8 @@
 //!   table's binary column; the table's other columns come along.
 //!
 //! Values are string, number or boolean literals, or lists of strings (`['cat', 'dog']`).
+//! Options may also be written `name => value` ([`super::NamedArguments`] rewrites them into
+//! these pairs before the functions are called).
 
 use std::sync::Arc;
 

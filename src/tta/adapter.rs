@@ -221,7 +221,21 @@ impl Adapter {
             self.alpha.set(&Tensor::new(&[alpha], &device)?.to_dtype(self.alpha.dtype())?)?;
         }
         for step in 0..cfg.steps {
-            let z = self.model.image_embeddings(pixels, &self.params, Grad::Enabled)?;
+            // After step 0 the memory no longer changes within the batch, so the replay sample
+            // is drawn first and embedded in the same forward as the batch: one larger product
+            // per layer instead of two. At step 0 the memory is first updated from this step's
+            // predictions, so the replay gets its own forward. The draws from the sampler are
+            // the same in both orders.
+            let replay_first = cfg.use_memory && step > 0;
+            let early_replay = if replay_first { self.memory.sample(&mut self.rng, &device)? } else { None };
+            let (z, early_zm) = match &early_replay {
+                Some(replay) => {
+                    let both = Tensor::cat(&[pixels, replay], 0)?;
+                    let z_all = self.model.image_embeddings(&both, &self.params, Grad::Enabled)?;
+                    (z_all.narrow(0, 0, n)?, Some(z_all.narrow(0, n, replay.dim(0)?)?))
+                }
+                None => (self.model.image_embeddings(pixels, &self.params, Grad::Enabled)?, None),
+            };
             let cos = z.matmul(&t.t()?)?;
             let mut loss = (marginal_entropy(&z, &t, scale)? * -cfg.beta_reg)?;
             let id_rows: Option<Vec<u32>> = if cfg.open_set {
@@ -254,14 +268,21 @@ impl Adapter {
                     self.memory.update(&select(pixels)?, &labels, &conf)?;
                 }
             }
-            if cfg.use_memory {
-                if let Some(replay) = self.memory.sample(&mut self.rng, &device)? {
-                    let zm = self.model.image_embeddings(&replay, &self.params, Grad::Enabled)?;
-                    if let Some(lm) = soft_contrastive_loss(&zm, &t, scale)? {
-                        loss = (loss + (lm * cfg.beta_tta)?)?;
-                    }
-                    loss = (loss - (marginal_entropy(&zm, &t, scale)? * cfg.beta_reg)?)?;
+            let zm = if replay_first {
+                early_zm
+            } else if cfg.use_memory {
+                match self.memory.sample(&mut self.rng, &device)? {
+                    Some(replay) => Some(self.model.image_embeddings(&replay, &self.params, Grad::Enabled)?),
+                    None => None,
                 }
+            } else {
+                None
+            };
+            if let Some(zm) = zm {
+                if let Some(lm) = soft_contrastive_loss(&zm, &t, scale)? {
+                    loss = (loss + (lm * cfg.beta_tta)?)?;
+                }
+                loss = (loss - (marginal_entropy(&zm, &t, scale)? * cfg.beta_reg)?)?;
             }
             losses.push(self.optimise(&loss)?);
         }

@@ -82,6 +82,39 @@ fn layer_norm_gradients_match_pytorch() {
     }
 }
 
+/// One forward over two image sets concatenated equals a forward over each, in embeddings and
+/// in LayerNorm gradients of a loss over both: images do not interact in the vision tower, which
+/// the adapter relies on when it embeds a CLIPTTA batch and its memory replay together (f64).
+#[test]
+fn a_concatenated_forward_equals_separate_forwards() {
+    let model = load(DType::F64);
+    let reference = tiny_reference();
+    let pixels = reference_pixels(&reference, DType::F64);
+    let n = pixels.dim(0).unwrap();
+    let other = pixels.affine(-0.5, 0.1).unwrap();
+    let direction = Tensor::from_vec(floats(&reference["grad_direction"]), (3, 32), &Device::Cpu).unwrap();
+    let params = model.vision().init_params().unwrap();
+
+    let both = Tensor::cat(&[&pixels, &other], 0).unwrap();
+    let z_all = model.image_embeddings(&both, &params, Grad::Enabled).unwrap();
+    let (z_a, z_b) = (z_all.narrow(0, 0, n).unwrap(), z_all.narrow(0, n, n).unwrap());
+    let joint = ((&z_a * &direction).unwrap().sum_all().unwrap() + (&z_b * &direction).unwrap().sqr().unwrap().sum_all().unwrap()).unwrap();
+
+    let sep_a = model.image_embeddings(&pixels, &params, Grad::Enabled).unwrap();
+    let sep_b = model.image_embeddings(&other, &params, Grad::Enabled).unwrap();
+    assert!(rel_max_err(&to_f64(&z_a), &to_f64(&sep_a)) < 1e-12);
+    assert!(rel_max_err(&to_f64(&z_b), &to_f64(&sep_b)) < 1e-12);
+    let separate = ((&sep_a * &direction).unwrap().sum_all().unwrap() + (&sep_b * &direction).unwrap().sqr().unwrap().sum_all().unwrap()).unwrap();
+
+    let (g_joint, g_sep) = (joint.backward().unwrap(), separate.backward().unwrap());
+    for (name, var) in params.names().iter().zip(params.vars()) {
+        let a = to_f64(g_joint.get(var.as_tensor()).unwrap());
+        let b = to_f64(g_sep.get(var.as_tensor()).unwrap());
+        let err = rel_max_err(&a, &b);
+        assert!(err < 1e-10, "{name}: relative error {err}");
+    }
+}
+
 /// Central finite differences (f64) on a spread of LayerNorm scalars against autograd.
 #[test]
 fn layer_norm_gradients_match_finite_differences() {

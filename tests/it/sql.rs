@@ -329,3 +329,48 @@ async fn live_metrics_count_every_row_for_progress() -> anyhow::Result<()> {
     assert_eq!(rows, lake_files().len());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn named_arguments_plan_like_key_value_pairs() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_lake(dir.path());
+    let ctx = session();
+    let (lake, model) = (dir.path().display(), tiny_model());
+    let select = "SELECT regexp_replace(location, '.*/', '') AS name, status, label, confidence FROM";
+    let positional = table(
+        &ctx,
+        &format!("{select} cliptta('{lake}', 'classes', '{CLASSES}', 'model', '{model}', 'adapt_batch_size', 4, 'steps', 2, 'max_pixels', 10000) ORDER BY name"),
+    )
+    .await?;
+    let named = table(
+        &ctx,
+        &format!("{select} cliptta('{lake}', classes => '{CLASSES}', model => '{model}', adapt_batch_size => 4, steps => 2, max_pixels => 10000) ORDER BY name"),
+    )
+    .await?;
+    assert_eq!(named, positional);
+    let mixed = table(
+        &ctx,
+        &format!("{select} cliptta('{lake}', 'classes', '{CLASSES}', 'model', '{model}', adapt_batch_size => 4, steps => 2, max_pixels => 10000) ORDER BY name"),
+    )
+    .await?;
+    assert_eq!(mixed, positional);
+
+    // A list value, and cliptta_table with its positional table and column.
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("content", DataType::Binary, true)])),
+        vec![Arc::new(BinaryArray::from_iter(lake_files().iter().take(3).map(|(_, bytes, _)| Some(bytes.clone()))))],
+    )?;
+    ctx.register_batch("photos", batch)?;
+    let rows = table(&ctx, &format!("SELECT count(*) AS n FROM cliptta_table('photos', 'content', classes => ['cat', 'dog'], model => '{model}', method => 'zero_shot')")).await?;
+    assert!(rows.contains("| 3 "), "{rows}");
+
+    let planning_error = |sql: String| {
+        let ctx = ctx.clone();
+        async move { ctx.sql(&sql).await.map(|_| ()).expect_err(&sql).to_string() }
+    };
+    let err = planning_error(format!("SELECT * FROM cliptta('{lake}', classes => 'a,b', 'model', '{model}')")).await;
+    assert!(err.contains("named arguments come last"), "{err}");
+    let err = planning_error(format!("SELECT * FROM cliptta('{lake}', classes => 'a,b', model => '{model}', clases => 'c')")).await;
+    assert!(err.contains("unknown option `clases` (did you mean `classes`?)"), "{err}");
+    Ok(())
+}
