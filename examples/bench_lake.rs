@@ -16,14 +16,13 @@
 //! time over the wall time.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use cliptta::data::{FashionMnist, Split, CLASS_NAMES};
 use cliptta::sql::{ClipTtaExec, ClipTtaMetrics};
-use datafusion::physical_plan::{execute_stream, ExecutionPlan};
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use image::{imageops, ImageBuffer, Rgb, RgbImage};
@@ -135,7 +134,7 @@ async fn run_query(args: &Args, location: &Path, model: &Path, method: &str, out
     );
     let start = Instant::now();
     let plan = ctx.sql(&sql).await?.create_physical_plan().await?;
-    let exec = find_exec(&plan).context("the plan has no ClipTtaExec")?;
+    let exec = ClipTtaExec::find(&plan).context("the plan has no ClipTtaExec")?;
     let mut writer = ArrowWriter::try_new(std::fs::File::create(out)?, plan.schema(), None)?;
     let mut stream = execute_stream(plan, ctx.task_ctx())?;
     let (mut rows, mut write) = (0, 0.0);
@@ -168,13 +167,6 @@ async fn run_query(args: &Args, location: &Path, model: &Path, method: &str, out
         write,
         load: secs(|m| m.load_time.value()),
     })
-}
-
-fn find_exec(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
-    if plan.is::<ClipTtaExec>() {
-        return Some(plan.clone());
-    }
-    plan.children().into_iter().find_map(find_exec)
 }
 
 /// Writes `count` 500x375 JPEGs made from Fashion-MNIST test images into `dir`, unless it

@@ -92,6 +92,15 @@ impl ClipTtaExec {
         self.drop_image
     }
 
+    /// The first `ClipTtaExec` in `plan` (the node itself or a descendant, depth first), as the
+    /// plan node, for reading its [`ClipTtaExec::live_metrics`] while the plan runs.
+    pub fn find(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+        if plan.is::<ClipTtaExec>() {
+            return Some(plan.clone());
+        }
+        plan.children().into_iter().find_map(Self::find)
+    }
+
     /// The live metrics of every partition started so far: read them while the plan runs for
     /// progress (`cliptta label` does), or after it for totals.
     pub fn live_metrics(&self) -> Vec<ClipTtaMetrics> {

@@ -268,27 +268,34 @@ async fn two_executors_match_the_single_process_run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `SELECT columns` over the demo lake's first 60 images with the default model: slow enough per
+/// task that executors can be killed while it runs.
+fn demo_lake_query(columns: &str, classes: &str) -> String {
+    let lake = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/lake/images/00[0-5]*.png");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/default");
+    format!(
+        "SELECT {columns} FROM cliptta('{}', 'classes', '{classes}', 'model', '{}', \
+         'adapt_batch_size', 8, 'partitions', 4, 'reset', 'per_partition')",
+        lake.display(),
+        model.display()
+    )
+}
+
+/// Runs `sql` on `ctx` in the background.
+fn spawn_query(ctx: &SessionContext, sql: &str) -> tokio::task::JoinHandle<datafusion::common::Result<Vec<RecordBatch>>> {
+    let (ctx, sql) = (ctx.clone(), sql.to_string());
+    tokio::spawn(async move { ctx.sql(&sql).await?.collect().await })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_executor_loses_no_row() -> anyhow::Result<()> {
     // The default model is slower than the tiny fixture, so tasks are still running when one
     // executor is killed; the scheduler declares it lost after 3 s without a heartbeat and runs
     // its tasks again on the other executor.
-    let lake = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/lake/images/00[0-5]*.png");
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/default");
-    let classes = "t-shirt,trouser,pullover,dress,coat,sandal,shirt,sneaker,bag,ankle boot";
-    let sql = format!(
-        "SELECT location, status, label, confidence FROM cliptta('{}', 'classes', '{classes}', 'model', '{}', \
-         'adapt_batch_size', 8, 'partitions', 4, 'reset', 'per_partition')",
-        lake.display(),
-        model.display()
-    );
+    let sql = demo_lake_query("location, status, label, confidence", "t-shirt,trouser,pullover,dress,coat,sandal,shirt,sneaker,bag,ankle boot");
     let mut cluster = Cluster::start(&["--executor-timeout", "3"])?;
     let ctx = client_session(&cluster.url).await?;
-    let running = tokio::spawn({
-        let ctx = ctx.clone();
-        let sql = sql.clone();
-        async move { ctx.sql(&sql).await?.collect().await }
-    });
+    let running = spawn_query(&ctx, &sql);
     let victim = &mut cluster.executors[0];
     victim.wait_for("Execute task", Duration::from_secs(60))?;
     std::thread::sleep(Duration::from_millis(500));
@@ -305,20 +312,10 @@ async fn losing_every_executor_fails_the_query_with_a_clear_error() -> anyhow::R
     // Both executors die mid-query. The scheduler declares each lost after 3 s without a
     // heartbeat, waits the same grace period for one to register again, then fails the job
     // rather than wait forever; the client must get that reason, not hang or return rows.
-    let lake = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/lake/images/00[0-5]*.png");
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/default");
-    let sql = format!(
-        "SELECT location, label FROM cliptta('{}', 'classes', 't-shirt,trouser,bag', 'model', '{}', \
-         'adapt_batch_size', 8, 'partitions', 4, 'reset', 'per_partition')",
-        lake.display(),
-        model.display()
-    );
+    let sql = demo_lake_query("location, label", "t-shirt,trouser,bag");
     let mut cluster = Cluster::start(&["--executor-timeout", "3"])?;
     let ctx = client_session(&cluster.url).await?;
-    let running = tokio::spawn({
-        let ctx = ctx.clone();
-        async move { ctx.sql(&sql).await?.collect().await }
-    });
+    let running = spawn_query(&ctx, &sql);
     cluster.executors[0].wait_for("Execute task", Duration::from_secs(60))?;
     for executor in &mut cluster.executors {
         executor.child.kill()?;

@@ -67,10 +67,7 @@ struct Progress(Option<Arc<dyn ExecutionPlan>>);
 
 impl Progress {
     fn find(plan: &Arc<dyn ExecutionPlan>) -> Self {
-        if plan.is::<ClipTtaExec>() {
-            return Self(Some(plan.clone()));
-        }
-        Self(plan.children().into_iter().map(Self::find).find_map(|p| p.0))
+        Self(ClipTtaExec::find(plan))
     }
 
     fn update(&self, bar: &ProgressBar, rows_written: usize) {
