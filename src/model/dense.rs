@@ -54,29 +54,67 @@ fn slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
 }
 
 /// The product itself, for f32 and f64.
-fn product<T: WithDType>(
-    x: &[T],
-    w: &[T],
-    bias: Option<&[T]>,
-    (rows, inner, out): (usize, usize, usize),
-) -> Vec<T> {
+pub(crate) fn product<T: WithDType>(x: &[T], w: &[T], bias: Option<&[T]>, (rows, inner, out): (usize, usize, usize)) -> Vec<T> {
     // The bias pre-fills the destination and gemm accumulates into it (read_dst), so the add
     // costs no extra pass over the output.
     let mut dst = match bias {
-        Some(b) => {
-            let mut v = Vec::with_capacity(rows * out);
-            for _ in 0..rows {
-                v.extend_from_slice(b);
-            }
-            v
-        }
+        Some(b) => rows_plus_bias(None, b, rows),
         None => vec![T::from_f64(0.0); rows * out],
     };
+    matmul_into(&mut dst, bias.is_some(), x, Rhs::Plain(w), (rows, inner, out));
+    dst
+}
+
+/// `rows` rows of `bias`, each plus the matching row of `residual` when there is one: the
+/// starting value of a product that accumulates onto bias and skip connection at once.
+pub(crate) fn rows_plus_bias<T: WithDType>(residual: Option<&[T]>, bias: &[T], rows: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(rows * bias.len());
+    match residual {
+        Some(r) => {
+            for row in r.chunks(bias.len()) {
+                v.extend(row.iter().zip(bias).map(|(a, b)| *a + *b));
+            }
+        }
+        None => {
+            for _ in 0..rows {
+                v.extend_from_slice(bias);
+            }
+        }
+    }
+    v
+}
+
+/// The right operand of [`matmul_into`], row-major.
+#[derive(Clone, Copy)]
+pub(crate) enum Rhs<'a, T> {
+    /// `[inner, out]` as stored.
+    Plain(&'a [T]),
+    /// The transpose of a stored `[out, inner]` matrix: a dense layer's input gradient uses its
+    /// stored `W^T` transposed, without copying it.
+    Transposed(&'a [T]),
+}
+
+/// `dst [rows, out] (+)= x [rows, inner] · rhs`, all row-major, on candle's thread count.
+/// With `accumulate`, the product is added to what `dst` holds.
+///
+/// # Panics
+/// When a slice's length differs from its dimensions: callers size them from the same numbers.
+pub(crate) fn matmul_into<T: WithDType>(
+    dst: &mut [T],
+    accumulate: bool,
+    x: &[T],
+    rhs: Rhs<'_, T>,
+    (rows, inner, out): (usize, usize, usize),
+) {
+    let (w, rhs_cs, rhs_rs) = match rhs {
+        Rhs::Plain(w) => (w, 1, out),
+        Rhs::Transposed(w) => (w, inner, 1),
+    };
+    assert!(x.len() == rows * inner && w.len() == inner * out && dst.len() == rows * out, "matmul_into: sizes");
     let threads = candle_core::utils::get_num_threads();
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: the pointers cover `rows*inner`, `inner*out` and `rows*out` elements (checked by
-    // `dims` and the slice lengths below), and the strides describe row-major matrices.
-    assert!(x.len() == rows * inner && w.len() == inner * out && dst.len() == rows * out);
+    // SAFETY: the assert above ties every slice's length to the dimensions, and the strides
+    // describe row-major matrices of exactly those dimensions (or the transpose of one).
     unsafe {
         gemm::gemm(
             rows,
@@ -85,13 +123,13 @@ fn product<T: WithDType>(
             dst.as_mut_ptr(),
             1,
             out as isize,
-            bias.is_some(),
+            accumulate,
             x.as_ptr(),
             1,
             inner as isize,
             w.as_ptr(),
-            1,
-            out as isize,
+            rhs_cs as isize,
+            rhs_rs as isize,
             T::from_f64(1.0),
             T::from_f64(1.0),
             false,
@@ -100,7 +138,6 @@ fn product<T: WithDType>(
             parallelism,
         );
     }
-    dst
 }
 
 /// Gradients of a dense layer: always the input's; the weight's and bias's only when tracked.

@@ -8,7 +8,7 @@
 //! over rows with rayon, and their backward passes are kernels of the same kind. They serve CPU
 //! tensors in f32 and f64; other devices use the composed ops in [`super::ops`].
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 /// Whether the fused kernels can run on this tensor.
@@ -31,29 +31,6 @@ pub(crate) fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(QuickGelu)
 }
 
-trait Real: Copy + Send + Sync + 'static {
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
-}
-
-impl Real for f32 {
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-}
-
-impl Real for f64 {
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-}
-
 fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
@@ -66,14 +43,14 @@ fn last_dim(layout: &Layout) -> usize {
 }
 
 /// Mean and reciprocal standard deviation of one row.
-fn row_stats<T: Real>(row: &[T], eps: f64) -> (f64, f64) {
+fn row_stats<T: WithDType>(row: &[T], eps: f64) -> (f64, f64) {
     let n = row.len() as f64;
     let mean = row.iter().map(|v| v.to_f64()).sum::<f64>() / n;
     let var = row.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-fn ln_forward<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
+pub(crate) fn ln_forward<T: WithDType>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
     let d = w.len();
     let mut out = vec![T::from_f64(0.0); x.len()];
     out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, xr)| {
@@ -85,10 +62,17 @@ fn ln_forward<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
     out
 }
 
-fn ln_grad_x<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> Vec<T> {
-    let d = w.len();
+fn ln_grad_x<T: WithDType>(x: &[T], w: &[T], g: &[T], eps: f64) -> Vec<T> {
     let mut out = vec![T::from_f64(0.0); x.len()];
-    out.par_chunks_mut(d).zip(x.par_chunks(d).zip(g.par_chunks(d))).for_each(|(o, (xr, gr))| {
+    ln_grad_x_add(x, w, g, eps, &mut out);
+    out
+}
+
+/// Adds LayerNorm's input gradient to `acc`: in a residual block the input also receives the
+/// skip connection's gradient, and adding in the same pass saves one pass and one buffer.
+pub(crate) fn ln_grad_x_add<T: WithDType>(x: &[T], w: &[T], g: &[T], eps: f64, acc: &mut [T]) {
+    let d = w.len();
+    acc.par_chunks_mut(d).zip(x.par_chunks(d).zip(g.par_chunks(d))).for_each(|(o, (xr, gr))| {
         let (mean, rstd) = row_stats(xr, eps);
         let (mut m1, mut m2) = (0.0, 0.0);
         for i in 0..d {
@@ -101,14 +85,13 @@ fn ln_grad_x<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> Vec<T> {
         for i in 0..d {
             let xhat = (xr[i].to_f64() - mean) * rstd;
             let dxhat = gr[i].to_f64() * w[i].to_f64();
-            o[i] = T::from_f64(rstd * (dxhat - m1 - xhat * m2));
+            o[i] = T::from_f64(o[i].to_f64() + rstd * (dxhat - m1 - xhat * m2));
         }
     });
-    out
 }
 
 /// `[sum over rows of g * xhat, sum over rows of g]`, i.e. the weight and bias gradients.
-fn ln_grad_wb<T: Real>(x: &[T], g: &[T], d: usize, eps: f64) -> Vec<T> {
+pub(crate) fn ln_grad_wb<T: WithDType>(x: &[T], g: &[T], d: usize, eps: f64) -> Vec<T> {
     let sums = x
         .par_chunks(d)
         .zip(g.par_chunks(d))
@@ -134,7 +117,7 @@ fn ln_grad_wb<T: Real>(x: &[T], g: &[T], d: usize, eps: f64) -> Vec<T> {
     sums.into_iter().map(T::from_f64).collect()
 }
 
-fn softmax_forward<T: Real>(x: &[T], d: usize) -> Vec<T> {
+fn softmax_forward<T: WithDType>(x: &[T], d: usize) -> Vec<T> {
     let mut out = vec![T::from_f64(0.0); x.len()];
     out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, xr)| {
         let max = xr.iter().map(|v| v.to_f64()).fold(f64::NEG_INFINITY, f64::max);
@@ -149,7 +132,7 @@ fn softmax_forward<T: Real>(x: &[T], d: usize) -> Vec<T> {
     out
 }
 
-fn softmax_grad<T: Real>(y: &[T], g: &[T], d: usize) -> Vec<T> {
+fn softmax_grad<T: WithDType>(y: &[T], g: &[T], d: usize) -> Vec<T> {
     let mut out = vec![T::from_f64(0.0); y.len()];
     out.par_chunks_mut(d).zip(y.par_chunks(d).zip(g.par_chunks(d))).for_each(|(o, (yr, gr))| {
         let dot: f64 = yr.iter().zip(gr).map(|(a, b)| a.to_f64() * b.to_f64()).sum();
@@ -166,22 +149,26 @@ fn sigmoid(v: f64) -> f64 {
     1.0 / (1.0 + (-v).exp())
 }
 
-fn quick_gelu_forward<T: Real>(x: &[T]) -> Vec<T> {
+pub(crate) fn quick_gelu_forward<T: WithDType>(x: &[T]) -> Vec<T> {
     x.par_iter().map(|v| {
         let v = v.to_f64();
         T::from_f64(v * sigmoid(GELU_K * v))
     }).collect()
 }
 
-fn quick_gelu_grad<T: Real>(x: &[T], g: &[T]) -> Vec<T> {
-    x.par_iter()
-        .zip(g.par_iter())
-        .map(|(v, gv)| {
-            let v = v.to_f64();
-            let s = sigmoid(GELU_K * v);
-            T::from_f64(gv.to_f64() * (s + GELU_K * v * s * (1.0 - s)))
-        })
-        .collect()
+/// QuickGELU's derivative at `v`.
+fn quick_gelu_slope(v: f64) -> f64 {
+    let s = sigmoid(GELU_K * v);
+    s + GELU_K * v * s * (1.0 - s)
+}
+
+fn quick_gelu_grad<T: WithDType>(x: &[T], g: &[T]) -> Vec<T> {
+    x.par_iter().zip(g.par_iter()).map(|(v, gv)| T::from_f64(gv.to_f64() * quick_gelu_slope(v.to_f64()))).collect()
+}
+
+/// Turns the gradient `g` of QuickGELU's output into that of its input `x`, in place.
+pub(crate) fn quick_gelu_grad_in_place<T: WithDType>(x: &[T], g: &mut [T]) {
+    g.par_iter_mut().zip(x.par_iter()).for_each(|(gv, v)| *gv = T::from_f64(gv.to_f64() * quick_gelu_slope(v.to_f64())));
 }
 
 /// Runs `$body` with the slices of matching f32 or f64 storages bound to `$name`s.

@@ -30,11 +30,11 @@ pub(crate) fn supported(qkv: &Tensor) -> bool {
 
 /// Shape of one call: batch, tokens, model width, heads.
 #[derive(Clone, Copy)]
-struct Dims {
-    batch: usize,
-    tokens: usize,
-    dim: usize,
-    heads: usize,
+pub(crate) struct Dims {
+    pub batch: usize,
+    pub tokens: usize,
+    pub dim: usize,
+    pub heads: usize,
 }
 
 impl Dims {
@@ -122,7 +122,7 @@ fn head_probs<T: WithDType>(qkv: &[T], d: Dims, h: usize, p: &mut [T]) {
     softmax_rows(p, t);
 }
 
-fn forward<T: WithDType>(qkv: &[T], d: Dims) -> Vec<T> {
+pub(crate) fn forward<T: WithDType>(qkv: &[T], d: Dims) -> Vec<T> {
     let (t, hd, dim) = (d.tokens, d.head_dim(), d.dim);
     let mut out = vec![T::from_f64(0.0); d.batch * t * dim];
     out.par_chunks_mut(t * dim).zip(qkv.par_chunks(t * 3 * dim)).for_each(|(o, x)| {
@@ -150,7 +150,7 @@ fn forward<T: WithDType>(qkv: &[T], d: Dims) -> Vec<T> {
     out
 }
 
-fn backward<T: WithDType>(qkv: &[T], g: &[T], d: Dims) -> Vec<T> {
+pub(crate) fn backward<T: WithDType>(qkv: &[T], g: &[T], d: Dims) -> Vec<T> {
     let (t, hd, dim) = (d.tokens, d.head_dim(), d.dim);
     let row = 3 * dim;
     let mut dqkv = vec![T::from_f64(0.0); qkv.len()];

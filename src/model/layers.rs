@@ -8,6 +8,7 @@ use candle_core::{Result as CResult, Tensor};
 use super::activation::Activation;
 use super::dense;
 use super::fused_attention;
+use super::fused_block::{self, BlockWeights};
 use super::ops::{layer_norm, softmax, Grad};
 use super::weights::Weights;
 use crate::error::Result;
@@ -44,6 +45,10 @@ impl Linear {
             None => None,
         };
         Ok(Self { weight_t, bias })
+    }
+
+    fn parts(&self) -> Option<(Tensor, Tensor)> {
+        Some((self.weight_t.clone(), self.bias.clone()?))
     }
 
     /// Applies the layer to `[.., in_dim]`.
@@ -154,6 +159,9 @@ impl Mlp {
 pub(crate) struct EncoderLayer {
     self_attn: Attention,
     mlp: Mlp,
+    /// The same weights for the one-op block, when its shape of block allows it (QuickGELU,
+    /// biases everywhere).
+    fused: Option<BlockWeights>,
 }
 
 impl EncoderLayer {
@@ -164,13 +172,48 @@ impl EncoderLayer {
         activation: Activation,
         w: Weights<'_>,
     ) -> Result<Self> {
-        Ok(Self {
-            self_attn: Attention::new(dim, num_heads, w.pp("self_attn"))?,
-            mlp: Mlp::new(dim, hidden, activation, w.pp("mlp"))?,
-        })
+        let self_attn = Attention::new(dim, num_heads, w.pp("self_attn"))?;
+        let mlp = Mlp::new(dim, hidden, activation, w.pp("mlp"))?;
+        let fused = Self::block_weights(&self_attn, &mlp);
+        Ok(Self { self_attn, mlp, fused })
+    }
+
+    fn block_weights(attn: &Attention, mlp: &Mlp) -> Option<BlockWeights> {
+        if mlp.activation != Activation::QuickGelu {
+            return None;
+        }
+        let ((qkv_t, qkv_b), (out_t, out_b)) = (attn.qkv.parts()?, attn.out_proj.parts()?);
+        let ((fc1_t, fc1_b), (fc2_t, fc2_b)) = (mlp.fc1.parts()?, mlp.fc2.parts()?);
+        // eps is per call (it comes with the norms); filled in by `forward`.
+        Some(BlockWeights { qkv_t, qkv_b, out_t, out_b, fc1_t, fc1_b, fc2_t, fc2_b, heads: attn.num_heads, eps: 0.0 })
     }
 
     pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        norm1: Norm<'_>,
+        norm2: Norm<'_>,
+        mask: Option<&Tensor>,
+        grad: Grad,
+    ) -> CResult<Tensor> {
+        match &self.fused {
+            Some(weights) if self.is_fused_for(x, mask) && norm1.eps == norm2.eps => {
+                let weights = BlockWeights { eps: norm1.eps, ..weights.clone() };
+                let norms = Tensor::cat(&[norm1.weight, norm1.bias, norm2.weight, norm2.bias], 0)?;
+                fused_block::block(x, &norms, &weights, grad == Grad::Enabled)
+            }
+            _ => self.forward_composed(x, norm1, norm2, mask, grad),
+        }
+    }
+
+    /// Whether [`Self::forward`] runs as one fused op for this input and mask.
+    pub(crate) fn is_fused_for(&self, x: &Tensor, mask: Option<&Tensor>) -> bool {
+        mask.is_none() && self.fused.as_ref().is_some_and(|w| w.supported(x))
+    }
+
+    /// The block as a composition of per-layer ops: the path for masks, trained weights and
+    /// devices other than the CPU, and the reference the fused block is tested against.
+    pub(crate) fn forward_composed(
         &self,
         x: &Tensor,
         norm1: Norm<'_>,

@@ -28,6 +28,7 @@ mod dense;
 mod device;
 mod fused;
 mod fused_attention;
+mod fused_block;
 mod layers;
 mod norm_params;
 pub(crate) mod ops;
