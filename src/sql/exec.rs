@@ -12,7 +12,8 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_expr::equivalence::ProjectionMapping;
+use datafusion::physical_expr::{Partitioning, PhysicalExpr};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties};
 use tokio::sync::OnceCell;
@@ -39,17 +40,22 @@ pub struct ClipTtaExec {
     adapter: Arc<OnceCell<SharedAdapter>>,
 }
 
+/// The input column left out of the output: the image bytes, when asked.
+fn dropped_column(source: &ImageSource, drop_image: bool) -> Option<usize> {
+    match (source, drop_image) {
+        (ImageSource::Bytes { column }, true) => Some(*column),
+        _ => None,
+    }
+}
+
 impl ClipTtaExec {
     /// Wraps `input`, whose images come from `source`. With `drop_image` the binary image
     /// column is left out of the output.
     pub fn try_new(input: Arc<dyn ExecutionPlan>, source: ImageSource, options: Arc<ClipTtaOptions>, drop_image: bool) -> Result<Self> {
         let dim = embedding_dim(&options)?;
-        let drop = match (&source, drop_image) {
-            (ImageSource::Bytes { column }, true) => Some(*column),
-            _ => None,
-        };
+        let drop = dropped_column(&source, drop_image);
         let schema = output_schema(&input.schema(), drop, &prediction_fields(&options, dim))?;
-        let cache = Self::compute_properties(&input, schema);
+        let cache = Self::compute_properties(&input, schema, drop)?;
         Ok(Self {
             input,
             options,
@@ -63,13 +69,20 @@ impl ClipTtaExec {
         })
     }
 
-    fn compute_properties(input: &Arc<dyn ExecutionPlan>, schema: SchemaRef) -> PlanProperties {
-        PlanProperties::new(
-            EquivalenceProperties::new(schema),
+    /// Rows leave in input order with the input's columns first (less a dropped image column),
+    /// so the input's orderings and equalities hold for those columns: an `ORDER BY` on them
+    /// can be satisfied below this node, and the optimiser must be told so, since
+    /// [`ExecutionPlan::maintains_input_order`] says the order is kept.
+    fn compute_properties(input: &Arc<dyn ExecutionPlan>, schema: SchemaRef, drop: Option<usize>) -> Result<PlanProperties> {
+        let input_schema = input.schema();
+        let kept: Vec<usize> = (0..input_schema.fields().len()).filter(|i| Some(*i) != drop).collect();
+        let mapping = ProjectionMapping::from_indices(&kept, &input_schema)?;
+        Ok(PlanProperties::new(
+            input.equivalence_properties().project(&mapping, schema),
             Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
             input.pipeline_behavior(),
             input.boundedness(),
-        )
+        ))
     }
 
     /// The input plan.
@@ -170,7 +183,7 @@ impl ExecutionPlan for ClipTtaExec {
             return internal_err!("ClipTtaExec takes one child, got {}", children.len());
         }
         let input = children.swap_remove(0);
-        let cache = Self::compute_properties(&input, self.schema());
+        let cache = Self::compute_properties(&input, self.schema(), dropped_column(&self.source, self.drop_image))?;
         Ok(Arc::new(Self {
             input,
             cache: Arc::new(cache),

@@ -31,6 +31,7 @@ mod options;
 mod provider;
 mod schema;
 mod stream;
+mod subquery_input;
 mod udtf;
 mod warm_start;
 
@@ -42,6 +43,7 @@ pub use exec::ClipTtaExec;
 pub use listing::ImageListingExec;
 pub use metrics::{ClipTtaMetrics, FAILURE_REASONS};
 pub use named_args::NamedArguments;
+pub use subquery_input::SubqueryInput;
 pub use options::{default_model_dir, option, ClipTtaOptions, OptionDef, OptionValue, Reset, OPTIONS};
 pub use provider::{prefetch_model_config, resolve_model_store, resolve_store, ClipTtaProvider, ProviderSource};
 pub use schema::{lake_schema, prediction_fields, STATUS_NULL, STATUS_OK};
@@ -49,11 +51,17 @@ pub use stream::{adapt_stream, build_adapter, model_dir, ClipTtaStream, ImageSou
 pub use udtf::{ClipTtaFunction, ClipTtaTableFunction};
 pub use warm_start::warm_start;
 
-/// Registers `cliptta` and `cliptta_table` with `ctx`, and the relation planner that lets
-/// their options be given as `name => value` ([`NamedArguments`]).
+/// Registers `cliptta` and `cliptta_table` with `ctx`, and the relation planners that let their
+/// options be given as `name => value` ([`NamedArguments`]) and `cliptta_table` read a query
+/// (`cliptta_table((SELECT ...), 'image', ...)`, [`SubqueryInput`]).
 pub fn register(ctx: &SessionContext) {
     ctx.register_udtf("cliptta", Arc::new(ClipTtaFunction));
     ctx.register_udtf("cliptta_table", Arc::new(ClipTtaTableFunction));
+    // The planner registered last runs first: named arguments are rewritten before the
+    // subquery input reads the arguments.
+    if let Err(e) = ctx.register_relation_planner(Arc::new(SubqueryInput::new(ctx.runtime_env()))) {
+        tracing::warn!("query input for cliptta_table(...) is unavailable: {e}");
+    }
     if let Err(e) = ctx.register_relation_planner(Arc::new(NamedArguments)) {
         tracing::warn!("named arguments for cliptta(...) are unavailable: {e}");
     }

@@ -2,7 +2,8 @@
 //!
 //! - `cliptta(location, key, value, ...)`: the images under an object-store location.
 //! - `cliptta_table(table_name, image_column, key, value, ...)`: the images in a registered
-//!   table's binary column; the table's other columns come along.
+//!   table's binary column; the table's other columns come along. The table may also be a
+//!   query in parentheses ([`super::SubqueryInput`]).
 //!
 //! Values are string, number or boolean literals, or lists of strings (`['cat', 'dog']`).
 //! Options may also be written `name => value` ([`super::NamedArguments`] rewrites them into
@@ -14,6 +15,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{plan_err, Result, ScalarValue, TableReference};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
 
@@ -123,15 +125,6 @@ impl TableFunctionImpl for ClipTtaTableFunction {
         const F: &str = "cliptta_table";
         let exprs = args.exprs();
         let name = string_arg(F, "first argument (table name)", exprs.first(), CLIPTTA_TABLE_USAGE)?;
-        let column = string_arg(F, "second argument (image column)", exprs.get(1), CLIPTTA_TABLE_USAGE)?;
-        let options = ClipTtaOptions::parse_for(F, &key_values(F, exprs.get(2..).unwrap_or_default())?)?;
-        let model_url = match &options.model {
-            ModelLocation::Remote(m) => Some(m.store_url().clone()),
-            ModelLocation::Local(_) => None,
-        };
-        if !options.store_options.iter().all(|o| model_url.as_ref().is_some_and(|u| check_store_options(u, std::slice::from_ref(o)).is_ok())) {
-            return plan_err!("{F}: store options apply only to a model URL's store, not to tables");
-        }
         let Some(state) = args.session().as_any().downcast_ref::<SessionState>() else {
             return plan_err!("{F}: needs a SessionContext's session to look up tables");
         };
@@ -141,15 +134,31 @@ impl TableFunctionImpl for ClipTtaTableFunction {
         let Some(table) = futures::executor::block_on(schema.table(reference.table()))? else {
             return plan_err!("{F}: table `{name}` not found");
         };
-        prefetch_model_config(args.session().runtime_env(), &options)?;
-        let table_schema = table.schema();
-        let Ok(image_column) = table_schema.index_of(&column) else {
-            return plan_err!("{F}: table `{name}` has no column `{column}`");
-        };
-        let data_type = table_schema.field(image_column).data_type();
-        if !matches!(data_type, DataType::Binary | DataType::LargeBinary | DataType::BinaryView) {
-            return plan_err!("{F}: column `{column}` has type {data_type}, expected Binary");
-        }
-        Ok(Arc::new(ClipTtaProvider::try_new(ProviderSource::Table { name, table, image_column }, options)?))
+        Ok(Arc::new(table_provider(name, table, exprs.get(1..).unwrap_or_default(), args.session().runtime_env())?))
     }
+}
+
+/// The provider of `cliptta_table` over `table` (a registered table, or a query's result named
+/// `name` in messages), given the arguments after the table: image column, then options.
+pub(crate) fn table_provider(name: String, table: Arc<dyn TableProvider>, exprs: &[Expr], env: &RuntimeEnv) -> Result<ClipTtaProvider> {
+    const F: &str = "cliptta_table";
+    let column = string_arg(F, "second argument (image column)", exprs.first(), CLIPTTA_TABLE_USAGE)?;
+    let options = ClipTtaOptions::parse_for(F, &key_values(F, exprs.get(1..).unwrap_or_default())?)?;
+    let model_url = match &options.model {
+        ModelLocation::Remote(m) => Some(m.store_url().clone()),
+        ModelLocation::Local(_) => None,
+    };
+    if !options.store_options.iter().all(|o| model_url.as_ref().is_some_and(|u| check_store_options(u, std::slice::from_ref(o)).is_ok())) {
+        return plan_err!("{F}: store options apply only to a model URL's store, not to tables");
+    }
+    prefetch_model_config(env, &options)?;
+    let table_schema = table.schema();
+    let Ok(image_column) = table_schema.index_of(&column) else {
+        return plan_err!("{F}: table `{name}` has no column `{column}`");
+    };
+    let data_type = table_schema.field(image_column).data_type();
+    if !matches!(data_type, DataType::Binary | DataType::LargeBinary | DataType::BinaryView) {
+        return plan_err!("{F}: column `{column}` has type {data_type}, expected Binary");
+    }
+    ClipTtaProvider::try_new(ProviderSource::Table { name, table, image_column }, options)
 }

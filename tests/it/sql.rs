@@ -137,20 +137,28 @@ async fn s3_on_loopback_and_copy_to_parquet() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn cliptta_table_over_parquet() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+/// A Parquet file of `(id, image)` rows: the lake's files in order, then one null image; and
+/// the expected status per id.
+fn photos_parquet(dir: &std::path::Path) -> anyhow::Result<(std::path::PathBuf, Vec<(usize, &'static str)>)> {
     let files = lake_files();
     let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false), Field::new("image", DataType::Binary, true)]));
     let ids = Int32Array::from_iter_values(0..files.len() as i32 + 1);
     let mut images: Vec<Option<&[u8]>> = files.iter().map(|(_, b, _)| Some(b.as_slice())).collect();
     images.push(None);
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(BinaryArray::from_opt_vec(images))])?;
-    let path = dir.path().join("photos.parquet");
+    let path = dir.join("photos.parquet");
     let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path)?, schema, None)?;
     writer.write(&batch)?;
     writer.close()?;
+    let mut want: Vec<(usize, &str)> = files.iter().enumerate().map(|(i, (_, _, s))| (i, *s)).collect();
+    want.push((files.len(), "null_input"));
+    Ok((path, want))
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn cliptta_table_over_parquet() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (path, want) = photos_parquet(dir.path())?;
     let ctx = session();
     ctx.register_parquet("photos", path.to_str().unwrap_or_default(), Default::default()).await?;
     let sql = format!(
@@ -158,13 +166,42 @@ async fn cliptta_table_over_parquet() -> anyhow::Result<()> {
         tiny_model()
     );
     let printed = table(&ctx, &sql).await?;
-    let mut want: Vec<(usize, &str)> = files.iter().enumerate().map(|(i, (_, _, s))| (i, *s)).collect();
-    want.push((files.len(), "null_input"));
     for (id, status) in want {
         let line = printed.lines().find(|l| l.starts_with(&format!("| {id} "))).unwrap_or_default();
         assert!(line.contains(&format!("| {status} ")), "id {id} should be {status}:\n{printed}");
         assert_eq!(line.contains("true"), status == "ok", "{line}");
     }
+    Ok(())
+}
+
+/// A query in parentheses as cliptta_table's input: its rows (only those it selects) and all
+/// its columns come through, options may be named, the call takes an alias, and a query
+/// without the named binary column is a planning error.
+#[tokio::test(flavor = "multi_thread")]
+async fn cliptta_table_over_a_query() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (path, want) = photos_parquet(dir.path())?;
+    let ctx = session();
+    ctx.register_parquet("photos", path.to_str().unwrap_or_default(), Default::default()).await?;
+    let model = tiny_model();
+    let sql = format!(
+        "SELECT t.id, t.twice, t.status FROM cliptta_table((SELECT id, id * 2 AS twice, image FROM photos WHERE id % 2 = 0), 'image', \
+         classes => '{CLASSES}', model => '{model}', adapt_batch_size => 4, steps => 1, max_pixels => 10000) AS t ORDER BY t.id"
+    );
+    let printed = table(&ctx, &sql).await?;
+    let rows: Vec<&str> = printed.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| id ")).collect();
+    let even: Vec<&(usize, &str)> = want.iter().filter(|(id, _)| id % 2 == 0).collect();
+    assert_eq!(rows.len(), even.len(), "{printed}");
+    for (line, (id, status)) in rows.iter().zip(even) {
+        assert!(line.starts_with(&format!("| {id} ")) && line.contains(&format!("| {} ", id * 2)) && line.contains(&format!("| {status} ")), "id {id} should be {status}:\n{printed}");
+    }
+
+    let err = ctx
+        .sql(&format!("SELECT * FROM cliptta_table((SELECT id FROM photos), 'id', 'classes', 'a', 'model', '{model}')"))
+        .await
+        .map(|_| ())
+        .expect_err("an integer column is not images");
+    assert!(err.to_string().contains("cliptta_table: column `id` has type Int32, expected Binary"), "{err}");
     Ok(())
 }
 
