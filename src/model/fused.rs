@@ -11,6 +11,8 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::fast_exp::Exp;
+
 /// Whether the fused kernels can run on this tensor.
 pub(crate) fn supported(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
@@ -117,19 +119,20 @@ pub(crate) fn ln_grad_wb<T: WithDType>(x: &[T], g: &[T], d: usize, eps: f64) -> 
     sums.into_iter().map(T::from_f64).collect()
 }
 
-fn softmax_forward<T: WithDType>(x: &[T], d: usize) -> Vec<T> {
-    let mut out = vec![T::from_f64(0.0); x.len()];
-    out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, xr)| {
-        let max = xr.iter().map(|v| v.to_f64()).fold(f64::NEG_INFINITY, f64::max);
-        let mut sum = 0.0;
-        for i in 0..d {
-            let e = (xr[i].to_f64() - max).exp();
-            sum += e;
-            o[i] = T::from_f64(e);
-        }
-        o.iter_mut().for_each(|v| *v = T::from_f64(v.to_f64() / sum));
-    });
+fn softmax_forward<T: Exp>(x: &[T], d: usize) -> Vec<T> {
+    let mut out = x.to_vec();
+    out.par_chunks_mut(d).for_each(softmax_in_place);
     out
+}
+
+/// Softmax of one row, in place (shifted by the row's maximum for range).
+pub(crate) fn softmax_in_place<T: Exp>(row: &mut [T]) {
+    let max = row.iter().copied().fold(T::from_f64(f64::NEG_INFINITY), |a, b| if b > a { b } else { a });
+    row.iter_mut().for_each(|v| *v -= max);
+    T::exp_in_place(row);
+    let sum = row.iter().fold(T::from_f64(0.0), |a, b| a + *b);
+    let inv = T::from_f64(1.0) / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 fn softmax_grad<T: WithDType>(y: &[T], g: &[T], d: usize) -> Vec<T> {
@@ -145,30 +148,44 @@ fn softmax_grad<T: WithDType>(y: &[T], g: &[T], d: usize) -> Vec<T> {
 
 const GELU_K: f64 = 1.702;
 
-fn sigmoid(v: f64) -> f64 {
-    1.0 / (1.0 + (-v).exp())
+/// Element chunk of the QuickGELU kernels: rayon's unit of work and the length of the `exp`
+/// loop that vectorises.
+const CHUNK: usize = 4096;
+
+/// `s = sigmoid(1.702 x)`, element-wise.
+fn gelu_sigmoid<T: Exp>(x: &[T], s: &mut [T]) {
+    let (minus_k, one) = (T::from_f64(-GELU_K), T::from_f64(1.0));
+    s.iter_mut().zip(x).for_each(|(s, x)| *s = minus_k * *x);
+    T::exp_in_place(s);
+    s.iter_mut().for_each(|s| *s = one / (one + *s));
 }
 
-pub(crate) fn quick_gelu_forward<T: WithDType>(x: &[T]) -> Vec<T> {
-    x.par_iter().map(|v| {
-        let v = v.to_f64();
-        T::from_f64(v * sigmoid(GELU_K * v))
-    }).collect()
+pub(crate) fn quick_gelu_forward<T: Exp>(x: &[T]) -> Vec<T> {
+    let mut out = vec![T::from_f64(0.0); x.len()];
+    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
+        gelu_sigmoid(x, o);
+        o.iter_mut().zip(x).for_each(|(o, x)| *o *= *x);
+    });
+    out
 }
 
-/// QuickGELU's derivative at `v`.
-fn quick_gelu_slope(v: f64) -> f64 {
-    let s = sigmoid(GELU_K * v);
-    s + GELU_K * v * s * (1.0 - s)
+fn quick_gelu_grad<T: Exp>(x: &[T], g: &[T]) -> Vec<T> {
+    let mut out = g.to_vec();
+    quick_gelu_grad_in_place(x, &mut out);
+    out
 }
 
-fn quick_gelu_grad<T: WithDType>(x: &[T], g: &[T]) -> Vec<T> {
-    x.par_iter().zip(g.par_iter()).map(|(v, gv)| T::from_f64(gv.to_f64() * quick_gelu_slope(v.to_f64()))).collect()
-}
-
-/// Turns the gradient `g` of QuickGELU's output into that of its input `x`, in place.
-pub(crate) fn quick_gelu_grad_in_place<T: WithDType>(x: &[T], g: &mut [T]) {
-    g.par_iter_mut().zip(x.par_iter()).for_each(|(gv, v)| *gv = T::from_f64(gv.to_f64() * quick_gelu_slope(v.to_f64())));
+/// Turns the gradient `g` of QuickGELU's output into that of its input `x`, in place:
+/// `g * (s + k x s (1 - s))` with `s = sigmoid(k x)`.
+pub(crate) fn quick_gelu_grad_in_place<T: Exp>(x: &[T], g: &mut [T]) {
+    let (k, one) = (T::from_f64(GELU_K), T::from_f64(1.0));
+    g.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(g, x)| {
+        let mut s = vec![T::from_f64(0.0); x.len()];
+        gelu_sigmoid(x, &mut s);
+        for ((g, x), s) in g.iter_mut().zip(x).zip(&s) {
+            *g *= *s + k * *x * *s * (one - *s);
+        }
+    });
 }
 
 /// Runs `$body` with the slices of matching f32 or f64 storages bound to `$name`s.

@@ -14,8 +14,11 @@
 //! `layers::Attention::new`). No mask: the text tower, which needs a causal one, keeps the
 //! composed path.
 
-use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::fast_exp::Exp;
+use super::fused::softmax_in_place;
 
 /// Attention over `qkv: [batch, tokens, 3 * dim]` (q, k, v side by side, heads contiguous
 /// within each), returning `[batch, tokens, dim]`. Differentiable in `qkv`.
@@ -96,23 +99,12 @@ unsafe fn product<T: 'static>(
 }
 
 /// Softmax of every row of `p` (`rows x cols`), in place.
-fn softmax_rows<T: WithDType>(p: &mut [T], cols: usize) {
-    for row in p.chunks_mut(cols) {
-        let max = row.iter().map(|v| v.to_f64()).fold(f64::NEG_INFINITY, f64::max);
-        let mut sum = 0.0;
-        for v in row.iter_mut() {
-            let e = (v.to_f64() - max).exp();
-            sum += e;
-            *v = T::from_f64(e);
-        }
-        for v in row.iter_mut() {
-            *v = T::from_f64(v.to_f64() / sum);
-        }
-    }
+fn softmax_rows<T: Exp>(p: &mut [T], cols: usize) {
+    p.chunks_mut(cols).for_each(softmax_in_place);
 }
 
 /// One head's probabilities `softmax(q k^T)` into `p` (`tokens x tokens`).
-fn head_probs<T: WithDType>(qkv: &[T], d: Dims, h: usize, p: &mut [T]) {
+fn head_probs<T: Exp>(qkv: &[T], d: Dims, h: usize, p: &mut [T]) {
     let (t, hd, row) = (d.tokens, d.head_dim(), 3 * d.dim);
     let q = qkv[h * hd..].as_ptr();
     let k = qkv[d.dim + h * hd..].as_ptr();
@@ -122,7 +114,7 @@ fn head_probs<T: WithDType>(qkv: &[T], d: Dims, h: usize, p: &mut [T]) {
     softmax_rows(p, t);
 }
 
-pub(crate) fn forward<T: WithDType>(qkv: &[T], d: Dims) -> Vec<T> {
+pub(crate) fn forward<T: Exp>(qkv: &[T], d: Dims) -> Vec<T> {
     let (t, hd, dim) = (d.tokens, d.head_dim(), d.dim);
     let mut out = vec![T::from_f64(0.0); d.batch * t * dim];
     out.par_chunks_mut(t * dim).zip(qkv.par_chunks(t * 3 * dim)).for_each(|(o, x)| {
@@ -150,7 +142,7 @@ pub(crate) fn forward<T: WithDType>(qkv: &[T], d: Dims) -> Vec<T> {
     out
 }
 
-pub(crate) fn backward<T: WithDType>(qkv: &[T], g: &[T], d: Dims) -> Vec<T> {
+pub(crate) fn backward<T: Exp>(qkv: &[T], g: &[T], d: Dims) -> Vec<T> {
     let (t, hd, dim) = (d.tokens, d.head_dim(), d.dim);
     let row = 3 * dim;
     let mut dqkv = vec![T::from_f64(0.0); qkv.len()];

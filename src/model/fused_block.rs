@@ -18,9 +18,10 @@
 
 use std::sync::Mutex;
 
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 
 use super::dense::{self, matmul_into, Rhs};
+use super::fast_exp::Exp;
 use super::fused;
 use super::fused_attention::{self, Dims};
 
@@ -82,7 +83,7 @@ enum SavedAny {
 }
 
 /// The element types the block runs in, with their place in candle's storage enum.
-trait Elem: WithDType {
+trait Elem: Exp {
     fn slice(storage: &CpuStorage) -> Option<&[Self]>;
     fn storage(data: Vec<Self>) -> CpuStorage;
     fn wrap(saved: Saved<Self>) -> SavedAny;

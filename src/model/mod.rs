@@ -26,6 +26,7 @@ mod clip;
 mod config;
 mod dense;
 mod device;
+mod fast_exp;
 mod fused;
 mod fused_attention;
 mod fused_block;
