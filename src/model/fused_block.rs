@@ -270,12 +270,11 @@ impl FusedBlock {
         let ln2 = fused::ln_grad_wb(&saved.mid, &g_normed, dim, eps);
 
         // Attention half: mid = x + out_proj(attention(qkv(LN1(x)))).
+        // Products below overwrite their destination (no accumulate): the buffers are reused as is.
         let mut g_heads = g_normed;
-        g_heads.fill(T::from_f64(0.0));
         matmul_into(&mut g_heads, false, &g_mid, Rhs::Transposed(w.out_t), (rows, dim, dim));
         let g_qkv = fused_attention::backward(&saved.qkv, &g_heads, d);
         let mut g_normed = g_heads;
-        g_normed.fill(T::from_f64(0.0));
         matmul_into(&mut g_normed, false, &g_qkv, Rhs::Transposed(w.qkv_t), (rows, 3 * dim, dim));
         drop(g_qkv);
         let mut g_x = g_mid;
