@@ -1,24 +1,63 @@
 #!/usr/bin/env bash
-# The GPU check of the performance issue: builds with the `cuda` feature, then measures zero-shot
-# forward images/s, forward+backward time and one full CLIPTTA batch on ViT-B/16-shaped random
-# weights, with the GPU's peak memory sampled by nvidia-smi. Meant to fit in a few minutes on one
-# GPU machine (the build dominates); results go to $OUT (or target/gpu-check) and BENCHMARKS.md.
+# The GPU check of the performance issue, run on a GPU machine with the binaries that
+# `scripts/gpu_build.sh` made (that machine has no Rust toolchain). About two minutes:
+#   1. cliptta on ViT-B/16-shaped random weights, batches 32/64/128: zero-shot forward images/s,
+#      forward+backward, one full CLIPTTA batch, with the GPU memory used (nvidia-smi, sampled);
+#   2. the same forward and LayerNorm step side by side with PyTorch on the same GPU;
+#   3. the demo (embedded model, demo lake, zero-shot and open-set CLIPTTA) on the GPU, whose
+#      accuracy, AUROC and FPR95 should match the CPU's (BENCHMARKS.md).
+# Logs go to $OUT (or target/gpu-check).
 #
-#   scripts/gpu_check.sh            # batches 32 and 64 on cuda:0
-set -euo pipefail
+#   scripts/gpu_check.sh [target/gpu-bin]
+set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${OUT:-target/gpu-check}"
+bin=${1:-target/gpu-bin}
+out=${OUT:-target/gpu-check}
 mkdir -p "$out"
-command -v nvcc >/dev/null || { echo "nvcc not found: the cuda feature needs the CUDA toolkit" >&2; exit 2; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.csv"
-time cargo build --features cuda --example bench_model 2>&1 | tail -3
-bin=target/debug/examples/bench_model
-nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$out/memory.csv" &
-smi=$!
-trap 'kill $smi 2>/dev/null || true' EXIT
-for batch in 32 64; do
-    "$bin" --device cuda:0 --shape vit-b-16 --keep target/bench-models/vit-b-16 --batch "$batch" --reps 3 --json \
-        | tee -a "$out/bench.txt"
+exec > >(tee -a "$out/gpu-check.log") 2>&1
+
+# gpu_build.sh compresses the binaries to fit what travels; Python's lzma needs no xz there.
+if compgen -G "$bin/*.xz" >/dev/null; then
+    unpacked=$(mktemp -d)
+    for packed in "$bin"/*.xz; do
+        python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+            "$packed" "$unpacked/$(basename "$packed" .xz)"
+    done
+    chmod +x "$unpacked"/*
+    bin=$unpacked
+fi
+
+# The CUDA libraries the binaries link: the toolkit's, else those of PyTorch's wheels.
+libs=/usr/local/cuda/lib64
+libs+=:$(python3 -c 'import nvidia, pathlib; print(":".join(str(p) for d in nvidia.__path__ for p in pathlib.Path(d).glob("*/lib")))' 2>/dev/null)
+export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+if ldd "$bin/bench_model" | grep 'not found'; then echo "missing libraries (above)"; exit 2; fi
+
+gpu_mib() { nvidia-smi --id=0 --query-gpu=memory.used --format=csv,noheader,nounits; }
+# Runs a command while sampling the GPU's used memory; prints the most it used.
+with_gpu_peak() {
+    local before samples=$out/samples.txt
+    before=$(gpu_mib)
+    nvidia-smi --id=0 --query-gpu=memory.used --format=csv,noheader,nounits -lms 20 >"$samples" &
+    local smi=$!
+    "$@"
+    local rc=$?
+    kill $smi
+    echo "peak GPU memory used by the command: $(( $(sort -n "$samples" | tail -1) - before )) MiB"
+    return $rc
+}
+
+model=/tmp/vit-b-16
+echo "== 1. cliptta, ViT-B/16 random weights, cuda:0"
+for batch in 32 64 128; do
+    with_gpu_peak timeout 100 "$bin/bench_model" --device cuda:0 --shape vit-b-16 --keep "$model" \
+        --batch "$batch" --reps 3
 done
-kill $smi
-echo "peak GPU memory used (MiB, whole device): $(sort -n "$out/memory.csv" | tail -1)" | tee -a "$out/bench.txt"
+
+echo "== 2. side by side with PyTorch on the same GPU"
+CLIPTTA_BENCH_PYTHON=python3 CLIPTTA_BENCH_BIN=$bin/bench_model PYTHONUNBUFFERED=1 \
+    timeout 150 python3 scripts/bench_pytorch.py --device cuda --model "$model" --batch 32 --batch 64 --batch 128 --reps 3
+
+echo "== 3. the demo on the GPU"
+with_gpu_peak timeout 120 "$bin/cliptta" demo --device cuda --lake data/lake --model data/models/default --out "$out/demo"

@@ -104,6 +104,9 @@ pub struct DemoArgs {
     /// Seed of the shuffled order and the memory sampler.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// How `sql` prints results.

@@ -32,7 +32,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("reading {}", labels.display()))?;
     let classes = cliptta::data::CLASS_NAMES.join(",");
-    println!("cliptta demo: lake {} , model {}", lake.display(), model.display());
+    println!("cliptta demo: lake {} , model {} , device {}", lake.display(), model.display(), args.device);
     println!("classes: {classes}");
     println!();
     println!("| method | seconds | images/s | ID accuracy | AUROC | FPR95 | flagged OOD | rows ok/total | Parquet |");
@@ -43,12 +43,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let open_set = if method == "cliptta" { ", 'open_set', true" } else { "" };
         let copy = format!(
             "COPY (SELECT * FROM cliptta('{}/images/*.png', 'classes', '{classes}', 'model', '{}', \
-             'method', '{method}'{open_set}, 'adapt_batch_size', {}, 'seed', {})) \
+             'method', '{method}'{open_set}, 'adapt_batch_size', {}, 'seed', {}, 'device', '{}')) \
              TO '{}' STORED AS PARQUET",
             sql_path(&lake),
             sql_path(&model),
             args.adapt_batch_size,
             args.seed,
+            args.device.replace('\'', "''"),
             sql_path(&out)
         );
         let started = Instant::now();
