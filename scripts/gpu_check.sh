@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check of the performance issue, run on a GPU machine with the binaries that
-# `scripts/gpu_build.sh` made (that machine has no Rust toolchain). About two minutes:
+# `scripts/gpu_build.sh` made (that machine has no Rust toolchain). About three minutes:
+#   0. the CUDA path against the CPU path: embeddings and LayerNorm gradients (gpu_agreement);
 #   1. cliptta on ViT-B/16-shaped random weights, batches 32/64/128: zero-shot forward images/s,
 #      forward+backward, one full CLIPTTA batch, with the GPU memory used (nvidia-smi, sampled);
 #   2. the same forward and LayerNorm step side by side with PyTorch on the same GPU;
@@ -49,6 +50,12 @@ with_gpu_peak() {
 }
 
 model=/tmp/vit-b-16
+echo "== 0. CUDA against CPU"
+timeout 100 "$bin/gpu_agreement" --model data/models/default --batch 16
+# Writes the ViT-B/16 checkpoint the benchmarks below reuse.
+timeout 100 "$bin/bench_model" --shape vit-b-16 --keep "$model" --batch 1 --reps 1 --no-tta >/dev/null
+timeout 100 "$bin/gpu_agreement" --model "$model" --batch 4
+
 echo "== 1. cliptta, ViT-B/16 random weights, cuda:0"
 for batch in 32 64 128; do
     with_gpu_peak timeout 100 "$bin/bench_model" --device cuda:0 --shape vit-b-16 --keep "$model" \

@@ -53,6 +53,14 @@ pub struct ClipModel {
     class_cache: Mutex<HashMap<PromptKey, Tensor>>,
 }
 
+impl Drop for ClipModel {
+    fn drop(&mut self) {
+        // The weights are freed after this, on whichever thread drops the last handle (a cache
+        // eviction on a tokio worker); see `bind_to_thread`.
+        let _ = super::device::bind_to_thread(&self.device);
+    }
+}
+
 impl ClipModel {
     /// Loads `config.json`, `model.safetensors`, `tokenizer.json` and (optionally)
     /// `preprocessor_config.json` from `dir`.

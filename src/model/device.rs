@@ -54,6 +54,23 @@ impl DeviceSpec {
     }
 }
 
+/// Makes `device`'s CUDA context current on the calling thread; does nothing on the CPU.
+///
+/// candle makes the context current before it launches a kernel or copies, but not before it
+/// frees memory. A tensor dropped on a thread that has run no kernel yet (a fresh tokio
+/// blocking thread, a worker thread dropping an adapter) then fails to free with
+/// `CUDA_ERROR_INVALID_CONTEXT`; cudarc keeps that error and returns it from the next operation on
+/// the device, anywhere. So every entry point that may drop device tensors on a new thread calls
+/// this first.
+#[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+pub fn bind_to_thread(device: &Device) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        cuda.cuda_stream().context().bind_to_thread().map_err(|e| Error::Device(format!("{:?}", device.location()), e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// Parses a device name and opens it.
 pub fn parse_device(name: &str) -> Result<Device> {
     name.parse::<DeviceSpec>()?.open()
@@ -69,6 +86,11 @@ mod tests {
         for (s, want) in cases {
             assert_eq!(s.parse::<DeviceSpec>().ok(), want, "{s}");
         }
+    }
+
+    #[test]
+    fn binding_the_cpu_is_a_no_op() {
+        bind_to_thread(&Device::Cpu).unwrap();
     }
 
     #[cfg(not(feature = "cuda"))]

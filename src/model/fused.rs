@@ -12,10 +12,18 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layo
 use rayon::prelude::*;
 
 use super::fast_exp::Exp;
+#[cfg(feature = "cuda")]
+use super::fused_cuda;
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 
 /// Whether the fused kernels can run on this tensor.
 pub(crate) fn supported(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+    match x.device() {
+        d if d.is_cpu() => matches!(x.dtype(), DType::F32 | DType::F64),
+        d if d.is_cuda() => cfg!(feature = "cuda") && x.dtype() == DType::F32,
+        _ => false,
+    }
 }
 
 /// LayerNorm over the last dimension, differentiable in `x`, `weight` and `bias`.
@@ -222,6 +230,14 @@ impl CustomOp3 for LayerNorm {
         dispatch!(self.name(), l1.shape().clone(), [(x, s1, l1), (w, s2, l2), (b, s3, l3)], ln_forward(x, w, b, eps))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout, s3: &CudaStorage, l3: &Layout) -> Result<(CudaStorage, Shape)> {
+        if l2.shape().elem_count() != last_dim(l1) || l3.shape().elem_count() != last_dim(l1) {
+            bail!("fused-layer-norm: weight/bias size differs from the last dimension {:?}", l1.dims());
+        }
+        fused_cuda::layer_norm((s1, l1), (s2, l2), (s3, l3), self.eps)
+    }
+
     fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let dx = x.apply_op3_no_bwd(w, &grad, &LayerNormGradX { eps: self.eps })?;
@@ -243,6 +259,11 @@ impl CustomOp3 for LayerNormGradX {
         let eps = self.eps;
         dispatch!(self.name(), l1.shape().clone(), [(x, s1, l1), (w, s2, l2), (g, s3, l3)], ln_grad_x(x, w, g, eps))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout, s3: &CudaStorage, l3: &Layout) -> Result<(CudaStorage, Shape)> {
+        fused_cuda::layer_norm_grad_x((s1, l1), (s2, l2), (s3, l3), self.eps)
+    }
 }
 
 struct LayerNormGradWeightBias {
@@ -259,6 +280,11 @@ impl CustomOp2 for LayerNormGradWeightBias {
         let eps = self.eps;
         dispatch!(self.name(), Shape::from((2, d)), [(x, s1, l1), (g, s2, l2)], ln_grad_wb(x, g, d, eps))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        fused_cuda::layer_norm_grad_wb((s1, l1), (s2, l2), self.eps)
+    }
 }
 
 struct Softmax;
@@ -271,6 +297,11 @@ impl CustomOp1 for Softmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let d = last_dim(l);
         dispatch!(self.name(), l.shape().clone(), [(x, s, l)], softmax_forward(x, d))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        fused_cuda::softmax((s, l))
     }
 
     fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -289,6 +320,11 @@ impl CustomOp2 for SoftmaxGrad {
         let d = last_dim(l1);
         dispatch!(self.name(), l1.shape().clone(), [(y, s1, l1), (g, s2, l2)], softmax_grad(y, g, d))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        fused_cuda::softmax_grad((s1, l1), (s2, l2))
+    }
 }
 
 struct QuickGelu;
@@ -300,6 +336,11 @@ impl CustomOp1 for QuickGelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         dispatch!(self.name(), l.shape().clone(), [(x, s, l)], quick_gelu_forward(x))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        fused_cuda::quick_gelu((s, l))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -316,6 +357,11 @@ impl CustomOp2 for QuickGeluGrad {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         dispatch!(self.name(), l1.shape().clone(), [(x, s1, l1), (g, s2, l2)], quick_gelu_grad(x, g))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        fused_cuda::quick_gelu_grad((s1, l1), (s2, l2))
     }
 }
 

@@ -30,6 +30,8 @@ mod fast_exp;
 mod fused;
 mod fused_attention;
 mod fused_block;
+#[cfg(feature = "cuda")]
+mod fused_cuda;
 mod layers;
 mod norm_params;
 pub(crate) mod ops;
@@ -48,7 +50,7 @@ pub use checkpoint::{
 };
 pub use clip::{checkpoint_hash, ClipModel, LoadOptions};
 pub use config::{ClipConfig, TextConfig, VisionConfig};
-pub use device::{parse_device, DeviceSpec};
+pub use device::{bind_to_thread, parse_device, DeviceSpec};
 pub use norm_params::{NormParams, NormSnapshot};
 pub use ops::{differentiable_layer_norm, differentiable_log_softmax, differentiable_softmax, Grad};
 pub use preprocessor::PreprocessorConfig;

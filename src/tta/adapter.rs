@@ -14,7 +14,7 @@ use super::method::{ClipTtaConfig, MethodConfig, ResetPolicy, TentConfig};
 use super::ood::{log_mcm_score, oce_loss};
 use super::prediction::BatchPrediction;
 use crate::error::{Error, Result};
-use crate::model::{ClipModel, Grad, NormParams, NormSnapshot};
+use crate::model::{bind_to_thread, ClipModel, Grad, NormParams, NormSnapshot};
 
 /// Counters over the adapter's life (since creation or the last load).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +48,15 @@ pub struct Adapter {
     pub(super) memory: ClassMemory,
     pub(super) rng: ChaCha8Rng,
     pub(super) stats: AdaptStats,
+}
+
+impl Drop for Adapter {
+    fn drop(&mut self) {
+        // The fields (device tensors) are freed after this, on whichever thread drops the
+        // adapter; see `bind_to_thread`. A failure here has nowhere to go, and the next
+        // operation on the device reports it.
+        let _ = bind_to_thread(self.model.device());
+    }
 }
 
 impl Adapter {
@@ -128,6 +137,7 @@ impl Adapter {
 
     /// Returns the LayerNorms, optimiser, memory, threshold and sampler to their initial state.
     pub fn reset(&mut self) -> Result<()> {
+        bind_to_thread(self.model.device())?;
         self.params.restore(&self.initial)?;
         self.adam.reset()?;
         self.memory.clear();
@@ -143,6 +153,9 @@ impl Adapter {
     /// Adapts on `pixels` (`[batch, 3, size, size]`, preprocessed) as the method prescribes,
     /// then predicts every image with the adapted weights.
     pub fn adapt_and_predict(&mut self, pixels: &Tensor) -> Result<BatchPrediction> {
+        // Callers move adapters between threads (tokio's blocking pool); this call frees last
+        // batch's tensors before it launches anything.
+        bind_to_thread(self.model.device())?;
         let n = pixels.dim(0)?;
         if n == 0 {
             return Ok(BatchPrediction::default());
