@@ -52,6 +52,9 @@ struct Args {
     /// Seed for shuffling and corruption noise.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Where the model runs: cpu or cuda:N (the latter needs `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 struct StreamResult {
@@ -116,7 +119,8 @@ fn run_stream(
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let model = Arc::new(ClipModel::load(&args.model, &LoadOptions::default()).context("loading the model")?);
+    let load = LoadOptions { device: args.device.parse()?, ..LoadOptions::default() };
+    let model = Arc::new(ClipModel::load(&args.model, &load).context("loading the model")?);
     anyhow::ensure!(model.config().vision.image_size == SIDE, "the benchmark needs a {SIDE}px model");
     let test = FashionMnist::load_default(Split::Test).context("run scripts/install-datasets.sh first")?;
     let corruptions: Vec<Corruption> = if args.corruptions.is_empty() {
@@ -130,9 +134,10 @@ fn main() -> Result<()> {
     let mnist = if args.open_set { Some(Mnist5k::load_default().context("run scripts/install-datasets.sh first")?) } else { None };
 
     println!(
-        "model {} ({}), {} images per corruption, severity {}, batch {}{}",
+        "model {} ({}) on {}, {} images per corruption, severity {}, batch {}{}",
         args.model.display(),
         &model.content_hash()[..12],
+        args.device,
         order.len(),
         args.severity,
         args.batch,

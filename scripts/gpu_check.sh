@@ -17,21 +17,8 @@ out=${OUT:-target/gpu-check}
 mkdir -p "$out"
 exec > >(tee -a "$out/gpu-check.log") 2>&1
 
-# gpu_build.sh compresses the binaries to fit what travels; Python's lzma needs no xz there.
-if compgen -G "$bin/*.xz" >/dev/null; then
-    unpacked=$(mktemp -d)
-    for packed in "$bin"/*.xz; do
-        python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-            "$packed" "$unpacked/$(basename "$packed" .xz)"
-    done
-    chmod +x "$unpacked"/*
-    bin=$unpacked
-fi
-
-# The CUDA libraries the binaries link: the toolkit's, else those of PyTorch's wheels.
-libs=/usr/local/cuda/lib64
-libs+=:$(python3 -c 'import nvidia, pathlib; print(":".join(str(p) for d in nvidia.__path__ for p in pathlib.Path(d).glob("*/lib")))' 2>/dev/null)
-export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# shellcheck source=scripts/gpu_env.sh
+. scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 if ldd "$bin/bench_model" | grep 'not found'; then echo "missing libraries (above)"; exit 2; fi
 
