@@ -20,6 +20,7 @@ fn png(seed: u8) -> anyhow::Result<Vec<u8>> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    cliptta::allocator::retain_freed_memory();
     let model = std::env::args().nth(1).unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-clip").to_string());
     let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false), Field::new("image", DataType::Binary, true)]));
     let mut batches = Vec::new();

@@ -69,6 +69,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    cliptta::allocator::retain_freed_memory();
     let args = Args::parse();
     let location = match args.lake {
         Lake::Demo => PathBuf::from("data/lake/images"),

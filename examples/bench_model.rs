@@ -59,6 +59,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() -> Result<()> {
+    cliptta::allocator::retain_freed_memory();
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
     let model_dir = match &args.model {

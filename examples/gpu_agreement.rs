@@ -57,6 +57,7 @@ fn run(model: &ClipModel, pixels: &Tensor, direction: &Tensor) -> Result<(Tensor
 }
 
 fn main() -> Result<()> {
+    cliptta::allocator::retain_freed_memory();
     let args = Args::parse();
     let gpu: DeviceSpec = args.device.parse()?;
     let cpu_model = ClipModel::load(&args.model, &LoadOptions { device: DeviceSpec::Cpu, ..LoadOptions::default() })?;

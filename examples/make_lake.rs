@@ -44,6 +44,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    cliptta::allocator::retain_freed_memory();
     let args = Args::parse();
     let config = LakeConfig {
         seed: args.seed,

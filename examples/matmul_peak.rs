@@ -43,6 +43,7 @@ fn rate(m: usize, k: usize, n: usize, reps: usize) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
+    cliptta::allocator::retain_freed_memory();
     let args = Args::parse();
     let cfg = match args.shape.as_str() {
         "vit-b-32" => ClipConfig::vit_b_32(),

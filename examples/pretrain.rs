@@ -69,6 +69,7 @@ fn default_shape() -> ClipConfig {
 }
 
 fn main() -> Result<()> {
+    cliptta::allocator::retain_freed_memory();
     let args = Args::parse();
     let train_split = FashionMnist::load_default(Split::Train).context("run scripts/install-datasets.sh first")?;
     let test_split = FashionMnist::load_default(Split::Test)?;

@@ -118,6 +118,7 @@ fn run_stream(
 }
 
 fn main() -> Result<()> {
+    cliptta::allocator::retain_freed_memory();
     let args = Args::parse();
     let load = LoadOptions { device: args.device.parse()?, ..LoadOptions::default() };
     let model = Arc::new(ClipModel::load(&args.model, &load).context("loading the model")?);

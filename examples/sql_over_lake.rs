@@ -8,6 +8,7 @@ use datafusion::prelude::SessionContext;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    cliptta::allocator::retain_freed_memory();
     let mut args = std::env::args().skip(1);
     let tmp = tempfile::tempdir()?;
     let location = match args.next() {

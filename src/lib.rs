@@ -22,6 +22,11 @@
 //! - `cluster` (feature `ballista`): Ballista codecs and processes for running that SQL on a
 //!   cluster.
 //!
+//! ## Memory
+//! Activation buffers are large and short-lived. The `cliptta` command and the examples call
+//! [`allocator::retain_freed_memory`] at start so each batch reuses the previous one's pages; a
+//! program embedding the crate may do the same (it is process-wide, so the library never does).
+//!
 //! ## Threading
 //! Model work is synchronous and CPU-bound (candle uses its own thread pool for matrix products).
 //! In the SQL layer, fetches are async (bounded by `concurrency`), decoding/preprocessing and
@@ -33,6 +38,7 @@
 //! - `ballista`: [`cluster`], the same SQL on an Apache Ballista scheduler and executors (codecs,
 //!   process starters, client session).
 
+pub mod allocator;
 #[cfg(feature = "ballista")]
 pub mod cluster;
 pub mod data;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    cliptta::allocator::retain_freed_memory();
     let args = match cli::args::Cli::try_parse() {
         Ok(args) => args,
         Err(e) => {

@@ -88,11 +88,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn binding_the_cpu_is_a_no_op() {
-        bind_to_thread(&Device::Cpu).unwrap();
-    }
-
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn cuda_without_feature_is_a_clear_error() {
