@@ -15,6 +15,7 @@
 //! that embeds the crate can do the same (or set the equivalent `GLIBC_TUNABLES`). The price is
 //! that memory freed after a batch stays with the process until it exits: resident memory stays
 //! at its peak instead of falling between batches (the peak itself did not change).
+//! `CLIPTTA_RETAIN_FREED_MEMORY=0` leaves malloc as it is.
 //!
 //! Only glibc has these knobs; elsewhere the call does nothing. The alternatives measured worse
 //! on the same benchmark: jemalloc 16.9 and mimalloc 15.2–16.8 images/s (both also return
@@ -28,16 +29,24 @@ const MMAP_THRESHOLD: usize = 1 << 30;
 /// the largest value `mallopt` takes (an `int`).
 const TRIM_THRESHOLD: usize = i32::MAX as usize;
 
+/// Set to `0` to leave malloc as it is: a process that must hand memory back between batches
+/// (and the before/after measurement of this setting) runs that way.
+pub const OPT_OUT: &str = "CLIPTTA_RETAIN_FREED_MEMORY";
+
 /// Makes malloc keep large freed blocks for reuse instead of returning them to the kernel.
-/// Returns whether the setting took effect (glibc only).
+/// Returns whether the setting took effect: glibc only, and not when [`OPT_OUT`] is `0`.
 ///
 /// Call it once, early, before threads start allocating.
 ///
 /// ```
 /// let applied = cliptta::allocator::retain_freed_memory();
-/// assert_eq!(applied, cfg!(all(target_os = "linux", target_env = "gnu")));
+/// let opted_out = std::env::var(cliptta::allocator::OPT_OUT).is_ok_and(|v| v == "0");
+/// assert_eq!(applied, cfg!(all(target_os = "linux", target_env = "gnu")) && !opted_out);
 /// ```
 pub fn retain_freed_memory() -> bool {
+    if std::env::var_os(OPT_OUT).is_some_and(|v| v == "0") {
+        return false;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let as_int = |v: usize| libc::c_int::try_from(v).unwrap_or(libc::c_int::MAX);
@@ -84,7 +93,7 @@ mod tests {
     /// such buffer would be a fresh mapping (12,288 faults of 4 KiB pages).
     #[test]
     fn a_freed_large_buffer_is_reused_without_page_faults() {
-        assert!(retain_freed_memory(), "glibc accepts the thresholds");
+        assert!(retain_freed_memory(), "glibc accepts the thresholds (and {OPT_OUT} is not 0)");
         let bytes = 48 << 20;
         std::thread::spawn(move || {
             let first = faults_of_one_buffer(bytes);
