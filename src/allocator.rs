@@ -31,14 +31,17 @@
 
 /// Above the largest activation of the shapes this crate benchmarks (a ViT-B/16 MLP at batch
 /// 128 is 310 MB), so they all come from malloc's heap.
-const MMAP_THRESHOLD: usize = 1 << 30;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 1 << 30;
 
 /// Freed memory at the top of the heap is returned to the kernel only beyond this much: 2 GiB,
 /// the largest value `mallopt` takes (an `int`).
-const TRIM_THRESHOLD: usize = i32::MAX as usize;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_THRESHOLD: libc::c_int = libc::c_int::MAX;
 
 /// One arena: the main one, whose heap has no size cap.
-const ARENA_MAX: usize = 1;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const ARENA_MAX: libc::c_int = 1;
 
 /// Set to `0` to leave malloc as it is: a process that must hand memory back between batches
 /// (and the before/after measurement of this setting) runs that way.
@@ -60,12 +63,11 @@ pub fn retain_freed_memory() -> bool {
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let as_int = |v: usize| libc::c_int::try_from(v).unwrap_or(libc::c_int::MAX);
         // SAFETY: mallopt only updates malloc's parameters (under its own lock); the values
         // are within the ranges glibc accepts and it reports a refusal by returning 0.
-        let mmap = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, as_int(MMAP_THRESHOLD)) };
-        let trim = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, as_int(TRIM_THRESHOLD)) };
-        let arenas = unsafe { libc::mallopt(libc::M_ARENA_MAX, as_int(ARENA_MAX)) };
+        let mmap = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+        let trim = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) };
+        let arenas = unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX) };
         let applied = mmap == 1 && trim == 1 && arenas == 1;
         if !applied {
             tracing::debug!(mmap, trim, arenas, "malloc refused a setting; large blocks may stay mmap-backed");
