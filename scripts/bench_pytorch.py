@@ -5,7 +5,7 @@ For each batch size this runs, in separate processes so that peak memory is per 
   * PyTorch: transformers' CLIPVisionModelWithProjection, same weights, same threads; zero-shot
     forward images/s under torch.no_grad, and one LayerNorm-only adaptation step (forward,
     backward of sum(z * r) on unit embeddings, Adam) in seconds;
-  * cliptta: `examples/bench_model.rs` with `--json`, the same two measurements;
+  * cliptta: `bench/examples/bench_model.rs` with `--json`, the same two measurements;
 then prints the ratio (cliptta / PyTorch throughput; above 1 means cliptta is faster).
 
 Usage (installs torch and transformers into a venv on first use):
@@ -142,7 +142,7 @@ def run_torch(python: Path, model_dir: Path, batch: int, reps: int, threads: int
 def run_ours(model_args: list, batch: int, reps: int, device: str) -> dict:
     # CLIPTTA_BENCH_BIN skips cargo (e.g. while another build holds the target directory).
     binary = os.environ.get("CLIPTTA_BENCH_BIN")
-    prefix = [binary] if binary else ["cargo", "run", "--quiet", "--example", "bench_model", "--"]
+    prefix = [binary] if binary else ["cargo", "run", "--quiet", "-p", "cliptta-bench", "--example", "bench_model", "--"]
     ours_device = "cpu" if device == "cpu" else "cuda:0"
     cmd = [*prefix, *model_args, "--batch", str(batch), "--reps", str(reps), "--no-tta", "--json", "--device", ours_device]
     out, gpu_mib = measured(cmd, device, cwd=ROOT)

@@ -50,7 +50,7 @@ fi
 nvcc --version | tail -2
 # Hopper (H100/H200): candle's PTX kernels target sm_90 (no GPU here to detect it from).
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
-cargo build --features cuda --example bench_model --example gpu_agreement --example shift_benchmark --bin cliptta
+cargo build --features cuda --bin cliptta && cargo build -p cliptta-bench --features cuda --example bench_model --example gpu_agreement --example shift_benchmark
 # What travels to the GPU machine is limited to 64 MiB: stripped and compressed, the binaries are
 # about 9 MB each and cliptta 33 MB (from 70 and 330 MB); carry the ones a run needs.
 rm -rf target/gpu-bin && mkdir -p target/gpu-bin

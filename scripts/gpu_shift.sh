@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The distribution-shift benchmark (examples/shift_benchmark.rs) on a GPU machine, with the
+# The distribution-shift benchmark (bench/examples/shift_benchmark.rs) on a GPU machine, with the
 # binary gpu_build.sh made and the datasets carried from this machine (the GPU machine has no
 # network):
 #

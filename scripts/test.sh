@@ -12,4 +12,13 @@ fi
 scripts/install-test-tools.sh
 # The tools are installed, so a test that cannot find one fails instead of skipping.
 export CLIPTTA_REQUIRE_TEST_TOOLS=1
+# The library without its default `cli` feature depends on none of the command line's crates
+# (cargo tree resolves features as `cargo build -p cliptta --no-default-features` would).
+cli_only=$(cargo tree -p cliptta --no-default-features -e normal --prefix none --format '{p}' \
+    | grep -E '^(clap|indicatif|tracing-subscriber) ' | sort -u || true)
+if [ -n "$cli_only" ]; then
+    echo "cliptta --no-default-features depends on CLI-only crates:" >&2
+    echo "$cli_only" >&2
+    exit 1
+fi
 cargo test --workspace --features "${CLIPTTA_TEST_FEATURES-ballista}" "$@"

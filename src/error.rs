@@ -5,10 +5,12 @@
 
 use std::path::PathBuf;
 
+use crate::row_status::RowStatus;
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Errors raised by model loading, preprocessing, adaptation and the dataset readers.
+/// Errors raised by model loading, preprocessing, adaptation, sources and the SQL layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read.
@@ -103,24 +105,6 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    /// A dataset file is not installed where the crate looks for it.
-    #[error("dataset file {path} is missing: run scripts/install-datasets.sh (as root) or set {env} to its directory")]
-    DatasetMissing {
-        /// The path that was tried.
-        path: PathBuf,
-        /// The environment variable that overrides the location.
-        env: &'static str,
-    },
-
-    /// A dataset file exists but its content is not what its format requires.
-    #[error("invalid dataset file {path}: {message}")]
-    Dataset {
-        /// The file that failed.
-        path: PathBuf,
-        /// What is wrong, with the offending position where known.
-        message: String,
-    },
-
     /// A file could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -194,14 +178,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// The `status` column value of a row that failed with this error: `too_large`,
-    /// `decode_error`, `fetch_error`, or `error` for anything else.
-    pub fn status(&self) -> &'static str {
+    /// The status of a row that failed with this error: `too_large`, `decode_error`,
+    /// `fetch_error`, or `error` for anything else.
+    pub fn status(&self) -> RowStatus {
         match self {
-            Error::TooLarge { .. } | Error::DecoderLimit(_) => "too_large",
-            Error::Decode(_) => "decode_error",
-            Error::Fetch { .. } | Error::FetchTimeout { .. } => "fetch_error",
-            _ => "error",
+            Error::TooLarge { .. } | Error::DecoderLimit(_) => RowStatus::TooLarge,
+            Error::Decode(_) => RowStatus::DecodeError,
+            Error::Fetch { .. } | Error::FetchTimeout { .. } => RowStatus::FetchError,
+            _ => RowStatus::Error,
         }
     }
 
@@ -211,10 +195,6 @@ impl Error {
 
     pub(crate) fn write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Write { path: path.into(), source }
-    }
-
-    pub(crate) fn dataset(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Dataset { path: path.into(), message: message.into() }
     }
 
     pub(crate) fn config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {

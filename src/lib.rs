@@ -10,13 +10,11 @@
 //!   once, and runs a vision tower whose LayerNorm weights and biases are the only trainable
 //!   tensors ([`model::NormParams`]).
 //! - [`image`]: decoding and CLIP preprocessing of raw image bytes.
-//! - [`pretrain`]: contrastive training of a small CLIP from scratch (the embedded default).
 //! - [`tta`]: the [`tta::Adapter`] that runs zero-shot, TENT or CLIPTTA (closed or open set)
 //!   over a stream of batches.
-//! - [`data`]: the real datasets behind the embedded default (Fashion-MNIST, MNIST digits as
-//!   out-of-distribution images), the 15 corruptions of the -C benchmarks, and the demo lake.
 //! - [`source`]: object-store locations with globs, stores from the environment, listing in a
-//!   seeded order, fetches with timeouts and retries.
+//!   seeded order, fetches with timeouts and retries, model URLs cached locally, and the
+//!   embedded default model ([`source::default_model_dir`]).
 //! - [`sql`]: DataFusion: the `cliptta(...)` / `cliptta_table(...)` table functions,
 //!   `ClipTtaExec` and [`sql::adapt_stream`] for Arrow record batch streams.
 //! - `cluster` (feature `ballista`): Ballista codecs and processes for running that SQL on a
@@ -33,6 +31,8 @@
 //! adaptation run on Tokio's blocking pool, and each partition is one adapting stream.
 //!
 //! ## Features
+//! - `cli` (default): the `cliptta` command and its dependencies (clap, indicatif,
+//!   tracing-subscriber). Library users can turn it off with `default-features = false`.
 //! - `cuda`: candle's CUDA backend, selected at run time with device `cuda` or `cuda:N`. It needs
 //!   the CUDA toolkit to build.
 //! - `ballista`: [`cluster`], the same SQL on an Apache Ballista scheduler and executors (codecs,
@@ -41,16 +41,16 @@
 pub mod allocator;
 #[cfg(feature = "ballista")]
 pub mod cluster;
-pub mod data;
 pub mod error;
 pub mod image;
 pub mod model;
-pub mod pretrain;
+pub mod row_status;
 pub mod source;
 pub mod sql;
 pub mod tta;
 
 pub use error::{Error, Result};
+pub use row_status::RowStatus;
 
 /// README's Rust example, compiled and run as a doctest.
 #[cfg(doctest)]

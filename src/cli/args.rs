@@ -86,10 +86,10 @@ pub struct ExecutorArgs {
 /// `cliptta demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// The lake (a directory with images/ and labels.csv); default: the repository's data/lake.
+    /// The lake (a directory with images/ and labels.csv); default: the embedded demo lake (data/lake).
     #[arg(long)]
     pub lake: Option<PathBuf>,
-    /// The model directory; default: the repository's data/models/default.
+    /// The model directory; default: the embedded default model (data/models/default).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Where the Parquet files go.
@@ -183,7 +183,10 @@ fn leak(s: String) -> &'static str {
 impl Args for TtaArgs {
     fn augment_args(cmd: clap::Command) -> clap::Command {
         OPTIONS.iter().fold(cmd, |cmd, def| {
-            let help = if def.default.is_empty() { def.doc.to_string() } else { format!("{} [default: {}]", def.doc, def.default) };
+            let help = match def.default_text() {
+                Some(default) => format!("{} [default: {default}]", def.doc),
+                None => def.doc.to_string(),
+            };
             let mut arg = Arg::new(def.name)
                 .long(leak(def.name.replace('_', "-")))
                 .value_name(leak(def.kind.to_ascii_uppercase()))

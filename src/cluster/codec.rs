@@ -22,7 +22,8 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
 use super::config::{
-    absolute_location, order_from_wire, order_to_wire, state_dir, Envelope, ExecConfig, Kind, ListingConfig, OptionsConfig,
+    options_from_wire as from_wire, options_to_wire as to_wire,
+    absolute_location, order_from_wire, order_to_wire, state_dir, Envelope, ExecConfig, Kind, ListingConfig,
     ProviderConfig, SourceConfig, StateBytes,
 };
 use crate::source::ImageLocation;
@@ -37,16 +38,16 @@ fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> 
 }
 
 /// The options' wire form plus the bytes of their `resume` state, if any.
-fn options_to_wire(options: &ClipTtaOptions) -> Result<(OptionsConfig, Option<StateBytes>)> {
-    let wire = OptionsConfig::from_options(options)?;
+fn options_to_wire(options: &ClipTtaOptions) -> Result<(ClipTtaOptions, Option<StateBytes>)> {
+    let wire = to_wire(options)?;
     let state = options.resume.as_deref().map(StateBytes::read).transpose()?;
     Ok((wire, state))
 }
 
 /// The options back; a shipped state is written locally and becomes `resume`.
-fn options_from_wire(wire: OptionsConfig, state: Option<StateBytes>) -> Result<Arc<ClipTtaOptions>> {
+fn options_from_wire(wire: ClipTtaOptions, state: Option<StateBytes>) -> Result<Arc<ClipTtaOptions>> {
     let resume = state.map(|s| s.materialise(&state_dir())).transpose()?;
-    Ok(Arc::new(wire.into_options(resume)?))
+    Ok(Arc::new(from_wire(wire, resume)?))
 }
 
 /// A `memory://` store lives in one process: a plan that reads one cannot run elsewhere.

@@ -8,9 +8,8 @@
 //! a local file on the receiving process and resumed from there.
 //!
 //! Why not protobuf: these nodes are ours alone and their settings already have one definition
-//! (`sql::OPTIONS`); JSON of a mirror struct keeps the format readable, and a field added to
-//! [`ClipTtaOptions`] without a mirror here fails to compile (the conversions destructure it
-//! exhaustively).
+//! ([`ClipTtaOptions`], parsed from `sql::OPTIONS`); the options travel as their own serde JSON,
+//! so a field added there travels without a second definition here.
 
 use std::path::{Path, PathBuf};
 
@@ -47,140 +46,41 @@ impl Kind {
     }
 }
 
-/// Every setting of a scan, as plain data ([`ClipTtaOptions`] without typed paths and enums).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OptionsConfig {
-    classes: Vec<String>,
-    templates: Vec<String>,
-    model: String,
-    model_hash: Option<String>,
-    method: String,
-    open_set: bool,
-    adapt_batch_size: usize,
-    steps: Option<usize>,
-    lr: Option<f64>,
-    reset: String,
-    shuffle: bool,
-    seed: u64,
-    emit_probs: bool,
-    emit_embedding: bool,
-    max_bytes: u64,
-    max_pixels: u64,
-    max_dimension: u32,
-    device: String,
-    concurrency: usize,
-    partitions: usize,
-    save_state: Option<String>,
-    store_options: Vec<(String, String)>,
+/// The wire form of `options`: the options themselves, with the model path made absolute and
+/// its content hash recorded (computed here if `options` has none), so every process can check
+/// it loads the same checkpoint. `resume` is left out: its bytes travel as [`StateBytes`].
+pub fn options_to_wire(options: &ClipTtaOptions) -> Result<ClipTtaOptions> {
+    let mut wire = options.clone();
+    wire.resume = None;
+    // A local model travels as an absolute path with its content hash. A remote one travels
+    // as its URL: every process fetches it into its own cache, where the manifest's ETags
+    // keep the copies current, and a hash given in the options is still checked.
+    if let ModelLocation::Local(dir) = &options.model {
+        let dir = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+        path_text(&dir)?;
+        if wire.model_hash.is_none() {
+            wire.model_hash = Some(ClipModel::hash_dir(&dir)?);
+        }
+        wire.model = ModelLocation::Local(dir);
+    }
+    if let Some(p) = &wire.save_state {
+        path_text(p)?;
+    }
+    Ok(wire)
 }
 
-impl OptionsConfig {
-    /// The wire form of `options`. The model path is made absolute and its content hash
-    /// recorded (computed here if `options` has none), so every process can check it loads the
-    /// same checkpoint. `resume` is not part of it: its bytes travel as [`StateBytes`].
-    pub fn from_options(options: &ClipTtaOptions) -> Result<Self> {
-        let ClipTtaOptions {
-            classes,
-            templates,
-            model,
-            method,
-            open_set,
-            adapt_batch_size,
-            steps,
-            lr,
-            reset,
-            shuffle,
-            seed,
-            emit_probs,
-            emit_embedding,
-            max_bytes,
-            max_pixels,
-            max_dimension,
-            device,
-            concurrency,
-            partitions,
-            resume: _,
-            save_state,
-            store_options,
-            model_hash,
-        } = options;
-        // A local model travels as an absolute path with its content hash. A remote one travels
-        // as its URL: every process fetches it into its own cache, where the manifest's ETags
-        // keep the copies current, and a hash given in the options is still checked.
-        let (model, model_hash) = match model {
-            ModelLocation::Local(dir) => {
-                let dir = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
-                let hash = match model_hash {
-                    Some(h) => h.clone(),
-                    None => ClipModel::hash_dir(&dir)?,
-                };
-                (path_text(&dir)?, Some(hash))
-            }
-            ModelLocation::Remote(_) => (model.to_string(), model_hash.clone()),
-        };
-        Ok(Self {
-            classes: classes.clone(),
-            templates: templates.clone(),
-            model,
-            model_hash,
-            method: method.clone(),
-            open_set: *open_set,
-            adapt_batch_size: *adapt_batch_size,
-            steps: *steps,
-            lr: *lr,
-            reset: reset.name().to_string(),
-            shuffle: *shuffle,
-            seed: *seed,
-            emit_probs: *emit_probs,
-            emit_embedding: *emit_embedding,
-            max_bytes: *max_bytes,
-            max_pixels: *max_pixels,
-            max_dimension: *max_dimension,
-            device: device.to_string(),
-            concurrency: *concurrency,
-            partitions: *partitions,
-            save_state: save_state.as_deref().map(path_text).transpose()?,
-            store_options: store_options.clone(),
-        })
+/// The options back from their wire form, with `resume` set to `resume` (where the shipped
+/// state was written).
+///
+/// `reset = never` becomes `per_partition`: processes share no adapter, so on a cluster each
+/// task adapts its own stream whatever was asked, and the plan says so.
+pub fn options_from_wire(mut options: ClipTtaOptions, resume: Option<PathBuf>) -> Result<ClipTtaOptions> {
+    if options.reset == Reset::Never {
+        options.reset = Reset::PerPartition;
     }
-
-    /// The options back, with `resume` set to `resume` (where the shipped state was written).
-    ///
-    /// `reset = never` becomes `per_partition`: processes share no adapter, so on a cluster each
-    /// task adapts its own stream whatever was asked, and the plan says so.
-    pub fn into_options(self, resume: Option<PathBuf>) -> Result<ClipTtaOptions> {
-        let bad = |what: &str, value: &str| Error::InvalidInput(format!("cliptta plan: invalid {what} `{value}`"));
-        let reset = match self.reset.as_str() {
-            "never" | "per_partition" => Reset::PerPartition,
-            "per_batch" => Reset::PerBatch,
-            other => return Err(bad("reset", other)),
-        };
-        let device = self.device.parse().map_err(|_| bad("device", &self.device))?;
-        let mut o = ClipTtaOptions::new(self.classes, ModelLocation::parse(&self.model)?);
-        o.templates = self.templates;
-        o.model_hash = self.model_hash;
-        o.method = self.method;
-        o.open_set = self.open_set;
-        o.adapt_batch_size = self.adapt_batch_size;
-        o.steps = self.steps;
-        o.lr = self.lr;
-        o.reset = reset;
-        o.shuffle = self.shuffle;
-        o.seed = self.seed;
-        o.emit_probs = self.emit_probs;
-        o.emit_embedding = self.emit_embedding;
-        o.max_bytes = self.max_bytes;
-        o.max_pixels = self.max_pixels;
-        o.max_dimension = self.max_dimension;
-        o.device = device;
-        o.concurrency = self.concurrency;
-        o.partitions = self.partitions;
-        o.resume = resume;
-        o.save_state = self.save_state.map(PathBuf::from);
-        o.store_options = self.store_options;
-        o.method_config().map_err(|e| Error::InvalidInput(format!("cliptta plan: {e}")))?;
-        Ok(o)
-    }
+    options.resume = resume;
+    options.method_config().map_err(|e| Error::InvalidInput(format!("cliptta plan: {e}")))?;
+    Ok(options)
 }
 
 fn path_text(p: &Path) -> Result<String> {
@@ -324,7 +224,7 @@ pub struct ProviderConfig {
     /// The location, absolute ([`absolute_location`]).
     pub location: String,
     /// The options.
-    pub options: OptionsConfig,
+    pub options: ClipTtaOptions,
 }
 
 /// Where a `ClipTtaExec`'s images come from, as data.
@@ -350,7 +250,7 @@ pub enum SourceConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecConfig {
     /// The options.
-    pub options: OptionsConfig,
+    pub options: ClipTtaOptions,
     /// The image source.
     pub source: SourceConfig,
     /// Whether the image column is dropped from the output.
@@ -387,10 +287,10 @@ mod tests {
         o.lr = Some(2e-4);
         o.partitions = 4;
         o.store_options = vec![("allow_http".into(), "true".into())];
-        let wire = OptionsConfig::from_options(&o).unwrap();
+        let wire = options_to_wire(&o).unwrap();
         let json = serde_json::to_vec(&wire).unwrap();
-        let back: OptionsConfig = serde_json::from_slice(&json).unwrap();
-        let back = back.into_options(None).unwrap();
+        let back: ClipTtaOptions = serde_json::from_slice(&json).unwrap();
+        let back = options_from_wire(back, None).unwrap();
         let mut want = o.clone();
         want.model = model_dir().canonicalize().unwrap().into();
         want.model_hash = Some(ClipModel::hash_dir(&model_dir()).unwrap());
@@ -400,7 +300,7 @@ mod tests {
     #[test]
     fn remote_model_travels_as_its_url() {
         let o = ClipTtaOptions::new(vec!["cat".into()], ModelLocation::parse("s3://models/tiny-clip").unwrap());
-        let back = OptionsConfig::from_options(&o).unwrap().into_options(None).unwrap();
+        let back = options_from_wire(options_to_wire(&o).unwrap(), None).unwrap();
         assert_eq!(back.model, o.model);
         assert_eq!(back.model_hash, None);
     }
@@ -409,7 +309,7 @@ mod tests {
     fn never_becomes_per_partition() {
         let o = ClipTtaOptions::new(vec!["cat".into()], model_dir());
         assert_eq!(o.reset, Reset::Never);
-        let back = OptionsConfig::from_options(&o).unwrap().into_options(None).unwrap();
+        let back = options_from_wire(options_to_wire(&o).unwrap(), None).unwrap();
         assert_eq!(back.reset, Reset::PerPartition);
     }
 

@@ -138,7 +138,7 @@ mod tests {
         ];
         for (name, bytes, limits, status) in cases {
             let err = decode(&bytes, &limits).expect_err(name);
-            assert_eq!(err.status(), status, "{name}: {err}");
+            assert_eq!(err.status().as_str(), status, "{name}: {err}");
         }
     }
 

@@ -39,13 +39,14 @@ mod preprocessor;
 mod prompts;
 mod text;
 mod tokenizer;
+mod training;
 mod vision;
 pub(crate) mod weights;
 
 pub use activation::Activation;
 pub use cache::{cached_model_count, load_cached};
 pub use checkpoint::{
-    random_weights, tensor_shapes, word_level_tokenizer_json, write_checkpoint, write_random_checkpoint, END_OF_TEXT,
+    random_weights, tensor_shapes, word_level_tokenizer_json, word_level_vocab_size, write_checkpoint, write_random_checkpoint, END_OF_TEXT,
     START_OF_TEXT,
 };
 pub use clip::{checkpoint_hash, ClipModel, LoadOptions};
@@ -58,4 +59,5 @@ pub use prompts::{render_prompts, DEFAULT_TEMPLATE};
 pub use text::TextTower;
 pub use tokenizer::ClipTokenizer;
 pub use vision::VisionTower;
-pub(crate) use vision::l2_normalize;
+pub use training::towers_from_tensors;
+pub use vision::l2_normalize;

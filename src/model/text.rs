@@ -52,7 +52,7 @@ impl TextTower {
     }
 
     /// [`TextTower::forward`] with a choice of gradient tracking (pretraining trains this tower).
-    pub(crate) fn forward_with(&self, ids: &[Vec<u32>], grad: Grad) -> Result<Tensor> {
+    pub fn forward_with(&self, ids: &[Vec<u32>], grad: Grad) -> Result<Tensor> {
         let cfg = &self.config;
         let device = self.token_embedding.device();
         let batch = ids.len();

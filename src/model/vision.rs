@@ -75,7 +75,7 @@ impl VisionTower {
 
     /// The checkpoint's LayerNorm tensors themselves as a parameter set, without copying: when
     /// they are `Var`s (pretraining), gradients reach them.
-    pub(crate) fn shared_params(&self) -> Result<NormParams> {
+    pub fn shared_params(&self) -> Result<NormParams> {
         NormParams::shared(&self.initial_norms)
     }
 
@@ -125,6 +125,6 @@ impl VisionTower {
 }
 
 /// L2-normalises rows (differentiable).
-pub(crate) fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
+pub fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
     x.broadcast_div(&x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
 }

@@ -71,7 +71,7 @@ mod tests {
         let opts = FetchOptions::default();
         assert_eq!(fetch(&store, &Path::from("a"), "memory:///a", &opts).await.unwrap().as_ref(), &[1, 2]);
         let err = fetch(&store, &Path::from("b"), "memory:///b", &opts).await.unwrap_err();
-        assert_eq!(err.status(), "fetch_error");
+        assert_eq!(err.status(), crate::RowStatus::FetchError);
         assert!(err.to_string().contains("memory:///b"), "{err}");
     }
 }

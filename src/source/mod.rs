@@ -6,6 +6,8 @@
 //! Nothing here knows about DataFusion; `sql/` registers the stores built here with a
 //! session's runtime environment.
 
+mod default_model;
+pub mod embedded;
 mod fetch;
 mod listing;
 mod location;
@@ -13,6 +15,7 @@ mod model;
 mod partition;
 mod store;
 
+pub use default_model::{default_model_dir, materialise_in, DEFAULT_MODEL_CLASSES, MODEL_ENV};
 pub use fetch::{fetch, FetchOptions};
 pub use listing::{list_objects, ListingOrder};
 pub use location::ImageLocation;

@@ -88,6 +88,23 @@ impl PartialEq for ModelLocation {
     }
 }
 
+/// Serialised as its text (a path or a URL), as it is written in an option.
+impl Serialize for ModelLocation {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Self::Local(dir) => dir.serialize(serializer),
+            Self::Remote(_) => serializer.serialize_str(&self.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelLocation {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::fmt::Display for ModelLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -256,7 +273,7 @@ mod tests {
 
         store.delete(&ObjectPath::from("m/model.safetensors")).await.unwrap();
         let err = fetch_model(&store, &location, root.path(), None).await.unwrap_err();
-        assert_eq!(err.status(), "fetch_error");
+        assert_eq!(err.status(), crate::RowStatus::FetchError);
         assert!(err.to_string().contains("memory:///m/model.safetensors"), "{err}");
     }
 }

@@ -20,9 +20,11 @@ use tokio::sync::OnceCell;
 
 use super::metrics::ClipTtaMetrics;
 use super::options::ClipTtaOptions;
-use super::provider::resolve_model_store;
 use super::schema::{embedding_dim, output_schema, prediction_fields};
-use super::stream::{ClipTtaStream, ImageSource, SharedAdapter};
+use super::adapters::SharedAdapter;
+use super::image_source::ImageSource;
+use super::stores::resolve_model_store;
+use super::stream::ClipTtaStream;
 
 /// Appends cliptta's prediction columns to its input (see the module docs).
 #[derive(Debug, Clone)]
@@ -40,20 +42,12 @@ pub struct ClipTtaExec {
     adapter: Arc<OnceCell<SharedAdapter>>,
 }
 
-/// The input column left out of the output: the image bytes, when asked.
-fn dropped_column(source: &ImageSource, drop_image: bool) -> Option<usize> {
-    match (source, drop_image) {
-        (ImageSource::Bytes { column }, true) => Some(*column),
-        _ => None,
-    }
-}
-
 impl ClipTtaExec {
     /// Wraps `input`, whose images come from `source`. With `drop_image` the binary image
     /// column is left out of the output.
     pub fn try_new(input: Arc<dyn ExecutionPlan>, source: ImageSource, options: Arc<ClipTtaOptions>, drop_image: bool) -> Result<Self> {
         let dim = embedding_dim(&options)?;
-        let drop = dropped_column(&source, drop_image);
+        let drop = source.dropped_column(drop_image);
         let schema = output_schema(&input.schema(), drop, &prediction_fields(&options, dim))?;
         let cache = Self::compute_properties(&input, schema, drop)?;
         Ok(Self {
@@ -121,10 +115,7 @@ impl ClipTtaExec {
     }
 
     fn drop_column(&self) -> Option<usize> {
-        match (&self.source, self.drop_image) {
-            (ImageSource::Bytes { column }, true) => Some(*column),
-            _ => None,
-        }
+        self.source.dropped_column(self.drop_image)
     }
 }
 
@@ -133,7 +124,7 @@ impl DisplayAs for ClipTtaExec {
         let o = &self.options;
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
-                write!(f, "ClipTtaExec: method={}, classes={}, batch={}, reset={}", o.method, o.classes.len(), o.adapt_batch_size, o.reset.name())?;
+                write!(f, "ClipTtaExec: method={}, classes={}, batch={}, reset={}", o.method, o.classes.len(), o.adapt_batch_size, o.reset)?;
                 if o.open_set {
                     write!(f, ", open_set=true")?;
                 }
@@ -143,7 +134,7 @@ impl DisplayAs for ClipTtaExec {
                 writeln!(f, "method={}", o.method)?;
                 writeln!(f, "classes={}", o.classes.len())?;
                 writeln!(f, "batch={}", o.adapt_batch_size)?;
-                writeln!(f, "reset={}", o.reset.name())?;
+                writeln!(f, "reset={}", o.reset)?;
                 if o.open_set {
                     writeln!(f, "open_set=true")?;
                 }
@@ -183,7 +174,7 @@ impl ExecutionPlan for ClipTtaExec {
             return internal_err!("ClipTtaExec takes one child, got {}", children.len());
         }
         let input = children.swap_remove(0);
-        let cache = Self::compute_properties(&input, self.schema(), dropped_column(&self.source, self.drop_image))?;
+        let cache = Self::compute_properties(&input, self.schema(), self.source.dropped_column(self.drop_image))?;
         Ok(Arc::new(Self {
             input,
             cache: Arc::new(cache),

@@ -2,8 +2,8 @@
 
 use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, Time};
 
-/// The row failure reasons, each with its own `rows_failed_<reason>` counter.
-pub const FAILURE_REASONS: &[&str] = &["fetch_error", "decode_error", "too_large", "null_input", "error"];
+use crate::RowStatus;
+
 
 /// Metrics of one partition: DataFusion's baseline (output rows, elapsed compute) plus
 /// cliptta's counters and timers.
@@ -13,7 +13,7 @@ pub struct ClipTtaMetrics {
     pub baseline: BaselineMetrics,
     /// Rows predicted (`status = ok`).
     pub rows_ok: Count,
-    /// Rows failed, one counter per reason in [`FAILURE_REASONS`] order, named
+    /// Rows failed, one counter per status in [`RowStatus::failures`] order, named
     /// `rows_failed_<reason>` (EXPLAIN ANALYZE sums labelled counters, so the reason is in the
     /// name).
     pub rows_failed: Vec<Count>,
@@ -37,9 +37,9 @@ impl ClipTtaMetrics {
         Self {
             baseline: BaselineMetrics::new(metrics, partition),
             rows_ok: MetricBuilder::new(metrics).counter("rows_ok", partition),
-            rows_failed: FAILURE_REASONS
+            rows_failed: RowStatus::failures()
                 .iter()
-                .map(|reason| MetricBuilder::new(metrics).counter(format!("rows_failed_{reason}"), partition))
+                .map(|status| MetricBuilder::new(metrics).counter(format!("rows_failed_{status}"), partition))
                 .collect(),
             adapt_batches: MetricBuilder::new(metrics).counter("adapt_batches", partition),
             fetch_time: MetricBuilder::new(metrics).subset_time("fetch_time", partition),
@@ -50,10 +50,12 @@ impl ClipTtaMetrics {
         }
     }
 
-    /// Counts one failed row.
-    pub fn record_failure(&self, reason: &str) {
-        let i = FAILURE_REASONS.iter().position(|r| *r == reason).unwrap_or(FAILURE_REASONS.len() - 1);
-        self.rows_failed[i].add(1);
+    /// Counts one finished row.
+    pub fn record(&self, status: RowStatus) {
+        match RowStatus::failures().iter().position(|s| *s == status) {
+            Some(i) => self.rows_failed[i].add(1),
+            None => self.rows_ok.add(1),
+        }
     }
 
     /// Rows finished: predicted or failed.

@@ -22,14 +22,20 @@
 //! # Ok(()) }
 //! ```
 
+mod adapt_stream;
+mod adapters;
 mod error;
 mod exec;
+mod image_source;
 mod listing;
+mod loader;
 mod metrics;
 mod named_args;
 mod options;
 mod provider;
+mod reorder;
 mod schema;
+mod stores;
 mod stream;
 mod subquery_input;
 mod udtf;
@@ -41,13 +47,18 @@ use datafusion::prelude::SessionContext;
 
 pub use exec::ClipTtaExec;
 pub use listing::ImageListingExec;
-pub use metrics::{ClipTtaMetrics, FAILURE_REASONS};
+pub use metrics::ClipTtaMetrics;
 pub use named_args::NamedArguments;
 pub use subquery_input::SubqueryInput;
-pub use options::{default_model_dir, option, ClipTtaOptions, OptionDef, OptionValue, Reset, OPTIONS};
-pub use provider::{prefetch_model_config, resolve_model_store, resolve_store, ClipTtaProvider, ProviderSource};
-pub use schema::{lake_schema, prediction_fields, STATUS_NULL, STATUS_OK};
-pub use stream::{adapt_stream, build_adapter, model_dir, ClipTtaStream, ImageSource, SharedAdapter};
+pub use options::{default_model, option, options_markdown, ClipTtaOptions, OptionDef, OptionValue, Reset, OPTIONS};
+pub use provider::{ClipTtaProvider, ProviderSource};
+pub use schema::{lake_schema, prediction_fields, PredictionBuilder, PredictionColumn};
+pub use adapt_stream::adapt_stream;
+pub use adapters::{build_adapter, SharedAdapter};
+pub use image_source::ImageSource;
+pub use loader::RowFailure;
+pub use stores::{model_dir, prefetch_model_config, resolve_model_store, resolve_store};
+pub use stream::ClipTtaStream;
 pub use udtf::{ClipTtaFunction, ClipTtaTableFunction};
 pub use warm_start::warm_start;
 

@@ -11,8 +11,9 @@ use datafusion::common::{plan_err, Result as DfResult};
 
 use crate::image::DecodeLimits;
 use crate::model::{DeviceSpec, DEFAULT_TEMPLATE};
-use crate::source::{is_store_option, FetchOptions, ListingOrder, ModelLocation};
-use crate::tta::MethodConfig;
+use crate::source::{default_model_dir, is_store_option, FetchOptions, ListingOrder, ModelLocation, MODEL_ENV};
+pub use crate::tta::Reset;
+use crate::tta::{Method, MethodConfig};
 
 /// One option value as it arrives: a string (SQL string or number literal, CLI text) or a list
 /// (SQL `['a', 'b']`).
@@ -39,31 +40,9 @@ impl std::fmt::Display for OptionValue {
     }
 }
 
-/// When the adapted weights go back to the checkpoint's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reset {
-    /// Continual: one adapter for the whole scan, shared by its partitions.
-    Never,
-    /// Episodic: reset before every adaptation batch.
-    PerBatch,
-    /// One fresh adapter per partition.
-    PerPartition,
-}
-
-impl Reset {
-    /// The option's spelling.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Never => "never",
-            Self::PerBatch => "per_batch",
-            Self::PerPartition => "per_partition",
-        }
-    }
-}
-
 /// Every setting of a cliptta scan, typed. Build it with [`ClipTtaOptions::parse`] (the SQL
 /// functions and the CLI do) or [`ClipTtaOptions::new`] and field updates.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClipTtaOptions {
     /// Class names, in label-id order.
     pub classes: Vec<String>,
@@ -72,8 +51,8 @@ pub struct ClipTtaOptions {
     /// The checkpoint (Hugging Face layout): a local directory, or an object-store URL whose
     /// files are downloaded into the local cache (`source::fetch_model`) before loading.
     pub model: ModelLocation,
-    /// `zero_shot`, `tent` or `cliptta`.
-    pub method: String,
+    /// The adaptation method.
+    pub method: Method,
     /// Open-set CLIPTTA: OOD scores, Otsu threshold, OCE loss.
     pub open_set: bool,
     /// Images per adaptation batch (independent of DataFusion's batch size).
@@ -117,23 +96,25 @@ pub struct ClipTtaOptions {
 }
 
 type Apply = fn(&mut ClipTtaOptions, &OptionValue) -> Result<(), String>;
+type Show = fn(&ClipTtaOptions) -> Option<String>;
 
-/// The definition of one option.
+/// The definition of one option: its parser and its printer over the typed field. Its
+/// default is not written here: it is the field's value in [`ClipTtaOptions::new`], shown
+/// through `show`.
 pub struct OptionDef {
     /// The key.
     pub name: &'static str,
     /// The value type, for help texts.
     pub kind: &'static str,
-    /// The default as text (`""` when there is none); parsed by [`OptionDef::apply`] itself.
-    pub default: &'static str,
     /// One line of documentation.
     pub doc: &'static str,
     apply: Apply,
+    show: Show,
 }
 
 impl std::fmt::Debug for OptionDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OptionDef").field("name", &self.name).field("kind", &self.kind).field("default", &self.default).finish()
+        f.debug_struct("OptionDef").field("name", &self.name).field("kind", &self.kind).finish()
     }
 }
 
@@ -142,6 +123,24 @@ impl OptionDef {
     pub fn apply(&self, options: &mut ClipTtaOptions, value: &OptionValue) -> Result<(), String> {
         (self.apply)(options, value)
     }
+
+    /// The option's value in `options`, as an option value would be written (`None` when unset).
+    pub fn show(&self, options: &ClipTtaOptions) -> Option<String> {
+        (self.show)(options)
+    }
+
+    /// The default, as text (`None` when the option has none of its own).
+    pub fn default_text(&self) -> Option<String> {
+        self.show(&ClipTtaOptions::new(Vec::new(), ModelLocation::Local(PathBuf::new())))
+    }
+}
+
+fn some<T: ToString>(v: T) -> Option<String> {
+    Some(v.to_string())
+}
+
+fn some_path(p: &Option<PathBuf>) -> Option<String> {
+    p.as_ref().map(|p| p.display().to_string())
 }
 
 fn text<'a>(v: &'a OptionValue, what: &str) -> Result<&'a str, String> {
@@ -200,12 +199,12 @@ fn list(v: &OptionValue, sep: char) -> Result<Vec<String>, String> {
     Ok(items)
 }
 
-/// The default model: `$CLIPTTA_MODEL` (a directory or a URL), else `data/models/default` in
-/// the crate.
-pub fn default_model_dir() -> PathBuf {
-    match std::env::var_os("CLIPTTA_MODEL") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/default"),
+/// The default model: `$CLIPTTA_MODEL` (a directory or a URL), else the embedded default
+/// ([`crate::source::default_model_dir`], written into the cache on first use).
+pub fn default_model() -> Result<ModelLocation, String> {
+    match std::env::var(MODEL_ENV) {
+        Ok(p) if !p.is_empty() => ModelLocation::parse(&p).map_err(|e| format!("${MODEL_ENV}: {e}")),
+        _ => default_model_dir().map(ModelLocation::Local).map_err(|e| format!("the embedded default model: {e}")),
     }
 }
 
@@ -214,17 +213,16 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "classes",
         kind: "list",
-        default: "",
         doc: "class names: a comma-separated list, a SQL list, or a file with one class per line (required)",
         apply: |o, v| {
             o.classes = list(v, ',')?;
             Ok(())
         },
+        show: |o| (!o.classes.is_empty()).then(|| o.classes.join(",")),
     },
     OptionDef {
         name: "templates",
         kind: "list",
-        default: DEFAULT_TEMPLATE,
         doc: "prompt templates with `{}` for the class: separated by `|`, a SQL list, or a file with one per line",
         apply: |o, v| {
             let t = list(v, '|')?;
@@ -234,13 +232,13 @@ pub const OPTIONS: &[OptionDef] = &[
             o.templates = t;
             Ok(())
         },
+        show: |o| some(o.templates.join("|")),
     },
     OptionDef {
         name: "model",
         kind: "path|url",
-        default: "",
         doc: "model in the Hugging Face layout: a directory, or an s3/gs/az/http(s)/memory URL cached locally \
-              (default: $CLIPTTA_MODEL, else data/models/default)",
+              (default: $CLIPTTA_MODEL, else the embedded default model)",
         apply: |o, v| {
             let p = text(v, "a path or URL")?;
             if p.is_empty() {
@@ -256,55 +254,54 @@ pub const OPTIONS: &[OptionDef] = &[
             o.model = model;
             Ok(())
         },
+        show: |o| o.model.local_dir().is_none_or(|d| !d.as_os_str().is_empty()).then(|| o.model.to_string()),
     },
     OptionDef {
         name: "method",
         kind: "zero_shot|tent|cliptta",
-        default: "cliptta",
         doc: "adaptation method",
         apply: |o, v| {
-            let m = text(v, "a method name")?;
-            match m {
-                "zero_shot" | "tent" | "cliptta" => o.method = m.to_string(),
-                other => return Err(format!("`{other}` is not one of zero_shot, tent, cliptta")),
-            }
+            o.method = text(v, "a method name")?.parse().map_err(|e: crate::Error| match e {
+                crate::Error::InvalidInput(m) => m,
+                other => other.to_string(),
+            })?;
             Ok(())
         },
+        show: |o| some(o.method),
     },
     OptionDef {
         name: "open_set",
         kind: "boolean",
-        default: "false",
         doc: "open-set CLIPTTA: OOD scores, a per-batch Otsu threshold and the OCE loss",
         apply: |o, v| {
             o.open_set = flag(v)?;
             Ok(())
         },
+        show: |o| some(o.open_set),
     },
     OptionDef {
         name: "adapt_batch_size",
         kind: "integer",
-        default: "64",
         doc: "images per adaptation batch (independent of DataFusion's batch size)",
         apply: |o, v| {
             o.adapt_batch_size = count(v)?;
             Ok(())
         },
+        show: |o| some(o.adapt_batch_size),
     },
     OptionDef {
         name: "steps",
         kind: "integer",
-        default: "",
         doc: "optimisation steps per batch (method default: 10)",
         apply: |o, v| {
             o.steps = Some(count(v)?);
             Ok(())
         },
+        show: |o| o.steps.map(|s| s.to_string()),
     },
     OptionDef {
         name: "lr",
         kind: "number",
-        default: "",
         doc: "Adam learning rate (method default: 1e-4 for cliptta, 1e-3 for tent)",
         apply: |o, v| {
             let s = text(v, "a number")?;
@@ -314,26 +311,22 @@ pub const OPTIONS: &[OptionDef] = &[
             }
             Ok(())
         },
+        show: |o| o.lr.map(|l| l.to_string()),
     },
     OptionDef {
         name: "reset",
         kind: "never|per_batch|per_partition",
-        default: "never",
         doc: "when adapted weights return to the checkpoint's",
         apply: |o, v| {
-            o.reset = match text(v, "a reset policy")? {
-                "never" => Reset::Never,
-                "per_batch" => Reset::PerBatch,
-                "per_partition" => Reset::PerPartition,
-                other => return Err(format!("`{other}` is not one of never, per_batch, per_partition")),
-            };
+            let r = text(v, "a reset policy")?;
+            o.reset = Reset::ALL.into_iter().find(|p| p.as_str() == r).ok_or_else(|| format!("`{r}` is not one of never, per_batch, per_partition"))?;
             Ok(())
         },
+        show: |o| some(o.reset),
     },
     OptionDef {
         name: "order",
         kind: "shuffle|listing",
-        default: "shuffle",
         doc: "order of a lake's images: seeded shuffle, or path order",
         apply: |o, v| {
             o.shuffle = match text(v, "an order")? {
@@ -343,118 +336,119 @@ pub const OPTIONS: &[OptionDef] = &[
             };
             Ok(())
         },
+        show: |o| some(if o.shuffle { "shuffle" } else { "listing" }),
     },
     OptionDef {
         name: "seed",
         kind: "integer",
-        default: "42",
         doc: "seed of the shuffle and of CLIPTTA's memory sampler",
         apply: |o, v| {
             let s = text(v, "an unsigned integer")?;
             o.seed = s.parse().map_err(|_| format!("`{s}` is not an unsigned integer"))?;
             Ok(())
         },
+        show: |o| some(o.seed),
     },
     OptionDef {
         name: "emit_probs",
         kind: "boolean",
-        default: "false",
         doc: "add a `probs` column (class probabilities)",
         apply: |o, v| {
             o.emit_probs = flag(v)?;
             Ok(())
         },
+        show: |o| some(o.emit_probs),
     },
     OptionDef {
         name: "emit_embedding",
         kind: "boolean",
-        default: "false",
         doc: "add an `embedding` column (unit-norm image embedding)",
         apply: |o, v| {
             o.emit_embedding = flag(v)?;
             Ok(())
         },
+        show: |o| some(o.emit_embedding),
     },
     OptionDef {
         name: "max_bytes",
         kind: "integer",
-        default: "67108864",
         doc: "largest encoded image accepted; larger rows get status too_large",
         apply: |o, v| {
             o.max_bytes = big(v)?;
             Ok(())
         },
+        show: |o| some(o.max_bytes),
     },
     OptionDef {
         name: "max_pixels",
         kind: "integer",
-        default: "64000000",
         doc: "largest width*height accepted; larger rows get status too_large",
         apply: |o, v| {
             o.max_pixels = big(v)?;
             Ok(())
         },
+        show: |o| some(o.max_pixels),
     },
     OptionDef {
         name: "max_dimension",
         kind: "integer",
-        default: "16384",
         doc: "largest width or height accepted; larger rows get status too_large",
         apply: |o, v| {
             let n = big(v)?;
             o.max_dimension = u32::try_from(n).map_err(|_| format!("`{n}` is too large"))?;
             Ok(())
         },
+        show: |o| some(o.max_dimension),
     },
     OptionDef {
         name: "device",
         kind: "cpu|cuda|cuda:N",
-        default: "cpu",
         doc: "where the model runs",
         apply: |o, v| {
             o.device = text(v, "a device")?.parse().map_err(|e: crate::Error| e.to_string())?;
             Ok(())
         },
+        show: |o| some(o.device),
     },
     OptionDef {
         name: "concurrency",
         kind: "integer",
-        default: "16",
         doc: "fetches and decodes in flight per partition",
         apply: |o, v| {
             o.concurrency = count(v)?;
             Ok(())
         },
+        show: |o| some(o.concurrency),
     },
     OptionDef {
         name: "partitions",
         kind: "integer",
-        default: "1",
         doc: "partitions of a lake scan; each is one adapting stream",
         apply: |o, v| {
             o.partitions = count(v)?;
             Ok(())
         },
+        show: |o| some(o.partitions),
     },
     OptionDef {
         name: "resume",
         kind: "path",
-        default: "",
         doc: "adapter state file to start from (written by save_state)",
         apply: |o, v| {
             o.resume = path(v)?;
             Ok(())
         },
+        show: |o| some_path(&o.resume),
     },
     OptionDef {
         name: "save_state",
         kind: "path",
-        default: "",
         doc: "write the adapter state here when a partition's stream ends",
         apply: |o, v| {
             o.save_state = path(v)?;
             Ok(())
         },
+        show: |o| some_path(&o.save_state),
     },
 ];
 
@@ -465,47 +459,53 @@ pub fn option(name: &str) -> Option<&'static OptionDef> {
 
 impl ClipTtaOptions {
     /// The defaults, with `classes` and the model (a directory or a [`ModelLocation`]) given.
+    /// This is where each option's default is defined (decode and fetch limits come from
+    /// [`DecodeLimits::default`] and [`FetchOptions::default`]); the option table and README
+    /// show these values.
     pub fn new(classes: Vec<String>, model: impl Into<ModelLocation>) -> Self {
-        let mut o = Self {
+        let limits = DecodeLimits::default();
+        let fetch = FetchOptions::default();
+        Self {
             classes,
-            templates: Vec::new(),
+            templates: vec![DEFAULT_TEMPLATE.to_string()],
             model: model.into(),
-            method: String::new(),
+            method: Method::Cliptta,
             open_set: false,
-            adapt_batch_size: 0,
+            adapt_batch_size: 64,
             steps: None,
             lr: None,
             reset: Reset::Never,
             shuffle: true,
-            seed: 0,
+            seed: 42,
             emit_probs: false,
             emit_embedding: false,
-            max_bytes: 0,
-            max_pixels: 0,
-            max_dimension: 0,
+            max_bytes: limits.max_bytes,
+            max_pixels: limits.max_pixels,
+            max_dimension: limits.max_dimension,
             device: DeviceSpec::Cpu,
-            concurrency: 0,
-            partitions: 0,
+            concurrency: fetch.concurrency,
+            partitions: 1,
             resume: None,
             save_state: None,
             store_options: Vec::new(),
             model_hash: None,
-        };
-        for def in OPTIONS.iter().filter(|d| !d.default.is_empty() && d.name != "classes") {
-            if let Err(e) = def.apply(&mut o, &OptionValue::Text(def.default.to_string())) {
-                // A default that does not parse is a bug in the table above (pinned by a test).
-                tracing::error!("default of option `{}` is invalid: {e}", def.name);
-            }
         }
-        o
     }
 
     /// Parses key/value pairs. Returns every problem at once, each naming its option.
     pub fn parse(pairs: &[(String, OptionValue)]) -> Result<Self, Vec<String>> {
-        // `$CLIPTTA_MODEL` may be a URL as well as a directory.
-        let default = default_model_dir();
-        let mut o = Self::new(Vec::new(), ModelLocation::parse(&default.to_string_lossy()).unwrap_or(ModelLocation::Local(default)));
         let mut errors = Vec::new();
+        let given_model = pairs.iter().any(|(k, _)| k.trim().eq_ignore_ascii_case("model"));
+        let default = if given_model {
+            // Replaced below; no need to write the embedded model out.
+            ModelLocation::Local(PathBuf::new())
+        } else {
+            default_model().unwrap_or_else(|e| {
+                errors.push(format!("option `model` is required: {e}"));
+                ModelLocation::Local(PathBuf::new())
+            })
+        };
+        let mut o = Self::new(Vec::new(), default);
         let mut seen: Vec<String> = Vec::new();
         for (key, value) in pairs {
             let key = key.trim().to_ascii_lowercase();
@@ -530,9 +530,9 @@ impl ClipTtaOptions {
         if o.classes.is_empty() && !errors.iter().any(|e| e.starts_with("option `classes`")) {
             errors.push("option `classes` is required: a comma-separated list, a SQL list, or a file with one class per line".into());
         }
-        if !seen.iter().any(|k| k == "model") && o.model.local_dir().is_some_and(|d| !d.join("config.json").is_file()) {
+        if !given_model && errors.is_empty() && o.model.local_dir().is_some_and(|d| !d.join("config.json").is_file()) {
             errors.push(format!(
-                "option `model` is required: no default model at `{}` (set CLIPTTA_MODEL or pass a model directory)",
+                "option `model` is required: no model at `{}` (from ${MODEL_ENV}; set it to a model directory or pass one)",
                 o.model
             ));
         }
@@ -559,25 +559,29 @@ impl ClipTtaOptions {
     /// The adapter's method settings: the method's defaults with `steps`, `lr`, `reset` and
     /// `seed` applied.
     pub fn method_config(&self) -> Result<MethodConfig, String> {
-        let mut m = MethodConfig::from_name(&self.method, self.open_set).map_err(|e| format!("option `method`: {e}"))?;
-        if self.open_set && self.method != "cliptta" {
+        let mut m = MethodConfig::new(self.method, self.open_set);
+        if self.open_set && self.method != Method::Cliptta {
             return Err(format!("option `open_set` needs method cliptta, not `{}`", self.method));
         }
-        let adapts = self.method != "zero_shot";
-        for (key, value) in [("steps", self.steps.map(|s| s.to_string())), ("lr", self.lr.map(|l| l.to_string()))] {
-            if let Some(v) = value {
-                if !adapts {
-                    return Err(format!("option `{key}` does not apply to method zero_shot"));
-                }
-                m.set(key, &v).map_err(|e| format!("option `{key}`: {e}"))?;
+        let adapts = self.method.adapts();
+        for (key, given) in [("steps", self.steps.is_some()), ("lr", self.lr.is_some())] {
+            if given && !adapts {
+                return Err(format!("option `{key}` does not apply to method {}", self.method));
             }
         }
-        if adapts {
-            let reset = if self.reset == Reset::PerBatch { "per_batch" } else { "never" };
-            m.set("reset", reset).map_err(|e| format!("option `reset`: {e}"))?;
+        if let Some(steps) = self.steps {
+            m.set_steps(steps).map_err(|e| format!("option `steps`: {e}"))?;
         }
-        if self.method == "cliptta" {
-            m.set("seed", &self.seed.to_string()).map_err(|e| format!("option `seed`: {e}"))?;
+        if let Some(lr) = self.lr {
+            m.set_lr(lr).map_err(|e| format!("option `lr`: {e}"))?;
+        }
+        if adapts {
+            // Within one adapter, `per_partition` is continual.
+            let reset = if self.reset == Reset::PerBatch { Reset::PerBatch } else { Reset::Never };
+            m.set_reset(reset).map_err(|e| format!("option `reset`: {e}"))?;
+        }
+        if self.method == Method::Cliptta {
+            m.set_seed(self.seed).map_err(|e| format!("option `seed`: {e}"))?;
         }
         Ok(m)
     }
@@ -603,21 +607,30 @@ impl ClipTtaOptions {
 
     /// The settings that change results, as `key=value` text for run records.
     pub fn describe(&self) -> Vec<(String, String)> {
-        let mut v = vec![
-            ("classes".to_string(), self.classes.join(",")),
-            ("templates".to_string(), self.templates.join("|")),
-            ("method".to_string(), self.method.clone()),
-            ("open_set".to_string(), self.open_set.to_string()),
-            ("adapt_batch_size".to_string(), self.adapt_batch_size.to_string()),
-            ("reset".to_string(), self.reset.name().to_string()),
-            ("order".to_string(), if self.shuffle { "shuffle" } else { "listing" }.to_string()),
-            ("seed".to_string(), self.seed.to_string()),
-        ];
+        let recorded = ["classes", "templates", "method", "open_set", "adapt_batch_size", "reset", "order", "seed"];
+        let mut v: Vec<(String, String)> = recorded
+            .iter()
+            .filter_map(|name| option(name))
+            .map(|def| (def.name.to_string(), def.show(self).unwrap_or_default()))
+            .collect();
         if let Ok(m) = self.method_config() {
             v.push(("method_config".to_string(), serde_json::to_string(&m).unwrap_or_default()));
         }
         v
     }
+}
+
+/// The options as a Markdown table (option, type, default, meaning), as README shows it.
+pub fn options_markdown() -> String {
+    let mut out = String::from("| option | type | default | meaning |\n|---|---|---|---|\n");
+    for def in OPTIONS {
+        let default = def.default_text().map_or_else(|| "–".to_string(), |d| format!("`{d}`"));
+        out.push_str(&format!("| `{}` | {} | {default} | {} |\n", def.name, def.kind.replace('|', " \\| "), def.doc.replace('|', "\\|")));
+    }
+    out.push_str(
+        "| `aws_*`, `google_*`, `azure_*`, `allow_http`, ... | text | – | object-store keys, passed to the store of the images or of the model (whichever they apply to); credentials otherwise come from the usual environment variables |\n",
+    );
+    out
 }
 
 fn unknown(key: &str) -> String {
@@ -693,6 +706,36 @@ mod tests {
         }
         let errs = ClipTtaOptions::parse(&pairs(&[("classes", "a"), ("model", &model), ("seed", "-1"), ("reset", "sometimes")])).unwrap_err();
         assert_eq!(errs.len(), 2, "{errs:?}");
+    }
+
+    /// README's options table is [`options_markdown`]; `CLIPTTA_BLESS=1` rewrites it.
+    #[test]
+    fn readme_options_table_is_generated_from_the_table() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let (begin, end) = ("<!-- options:begin -->\n", "<!-- options:end -->");
+        let start = readme.find(begin).expect("README has the options:begin marker") + begin.len();
+        let stop = readme.find(end).expect("README has the options:end marker");
+        let want = options_markdown();
+        if readme[start..stop] != want && std::env::var_os("CLIPTTA_BLESS").is_some() {
+            std::fs::write(&path, format!("{}{want}{}", &readme[..start], &readme[stop..])).unwrap();
+            return;
+        }
+        assert_eq!(readme[start..stop], want, "README's options table is stale: run with CLIPTTA_BLESS=1 to rewrite it");
+    }
+
+    #[test]
+    fn every_shown_value_parses_back() {
+        let mut o = ClipTtaOptions::new(vec!["a".into(), "b".into()], PathBuf::from(tiny()));
+        o.steps = Some(3);
+        o.lr = Some(2e-4);
+        for def in OPTIONS {
+            if let Some(text) = def.show(&o) {
+                let mut back = o.clone();
+                def.apply(&mut back, &OptionValue::Text(text.clone())).unwrap_or_else(|e| panic!("{}={text}: {e}", def.name));
+                assert_eq!(back, o, "{}={text}", def.name);
+            }
+        }
     }
 
     #[test]

@@ -20,7 +20,8 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
 
 use super::options::{ClipTtaOptions, OptionValue};
-use super::provider::{prefetch_model_config, ClipTtaProvider, ProviderSource};
+use super::provider::{ClipTtaProvider, ProviderSource};
+use super::stores::prefetch_model_config;
 use crate::source::{check_store_options, ImageLocation, ModelLocation};
 
 /// `cliptta(location, key, value, ...)`.

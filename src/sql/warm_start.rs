@@ -26,8 +26,9 @@ use datafusion::prelude::SessionContext;
 use super::exec::ClipTtaExec;
 use super::listing::ImageListingExec;
 use super::options::{ClipTtaOptions, Reset};
-use super::provider::{resolve_store, ClipTtaProvider, ProviderSource};
-use super::stream::ImageSource;
+use super::image_source::ImageSource;
+use super::provider::{ClipTtaProvider, ProviderSource};
+use super::stores::resolve_store;
 use crate::error::Error;
 use crate::source::ImageLocation;
 
@@ -43,7 +44,7 @@ pub async fn warm_start(ctx: &SessionContext, plan: LogicalPlan, n: usize, dir: 
         if let LogicalPlan::TableScan(scan) = node {
             if let Ok(provider) = source_as_provider(&scan.source) {
                 if let Some(p) = provider.downcast_ref::<ClipTtaProvider>() {
-                    if let (ProviderSource::Lake(location), true) = (p.source(), p.options().method != "zero_shot") {
+                    if let (ProviderSource::Lake(location), true) = (p.source(), p.options().method.adapts()) {
                         let key = Arc::as_ptr(&provider) as *const () as usize;
                         if !scans.iter().any(|(k, ..)| *k == key) {
                             scans.push((key, location.clone(), p.options().clone()));

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::adam::Adam;
 use super::loss::{marginal_entropy, soft_contrastive_loss, tent_entropy};
 use super::memory::ClassMemory;
-use super::method::{ClipTtaConfig, MethodConfig, ResetPolicy, TentConfig};
+use super::method::{ClipTtaConfig, MethodConfig, Reset, TentConfig};
 use super::ood::{log_mcm_score, oce_loss};
 use super::prediction::BatchPrediction;
 use crate::error::{Error, Result};
@@ -160,7 +160,7 @@ impl Adapter {
         if n == 0 {
             return Ok(BatchPrediction::default());
         }
-        if self.method.reset() == ResetPolicy::PerBatch {
+        if self.method.reset() == Reset::PerBatch {
             self.reset()?;
         }
         let mut losses = Vec::new();
@@ -229,7 +229,7 @@ impl Adapter {
             // α restarts from the Otsu threshold of this batch's scores under the current weights.
             let z0 = self.model.image_embeddings(pixels, &self.params, Grad::Disabled)?;
             let scores = log_mcm_score(&z0.matmul(&t.t()?)?)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-            let alpha = cliptta_udfs::otsu_threshold(&scores)
+            let alpha = cliptta_udfs::kernels::otsu_threshold(&scores)
                 .ok_or_else(|| Error::InvalidInput("no finite OOD score in the batch".into()))?;
             self.alpha.set(&Tensor::new(&[alpha], &device)?.to_dtype(self.alpha.dtype())?)?;
         }

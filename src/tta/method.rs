@@ -5,24 +5,102 @@ use serde::{Deserialize, Serialize};
 use super::adam::AdamConfig;
 use crate::error::{Error, Result};
 
-/// When adapted state returns to the checkpoint's values.
+/// When adapted state returns to the checkpoint's values. One policy for the adapter and the
+/// SQL layer: an adapter sees `never` and `per_partition` alike (it adapts across its whole
+/// stream); they differ in whether a scan's partitions share one adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum ResetPolicy {
-    /// Continual: adapt across the whole stream (the official protocol within a stream).
+pub enum Reset {
+    /// Continual: adapt across the whole stream (the official protocol within a stream); in
+    /// SQL, one adapter for the whole scan, shared by its partitions.
     #[default]
     Never,
     /// Episodic: reset before every batch.
     PerBatch,
+    /// One fresh adapter per partition of a scan, continual within it.
+    PerPartition,
 }
 
-impl std::str::FromStr for ResetPolicy {
+impl Reset {
+    /// Every policy.
+    pub const ALL: [Reset; 3] = [Reset::Never, Reset::PerBatch, Reset::PerPartition];
+
+    /// The option's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::PerBatch => "per_batch",
+            Self::PerPartition => "per_partition",
+        }
+    }
+}
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Reset {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
+        match s.trim() {
             "never" | "continual" => Ok(Self::Never),
             "per_batch" | "episodic" => Ok(Self::PerBatch),
-            other => Err(Error::InvalidInput(format!("unknown reset policy `{other}`; expected never or per_batch"))),
+            "per_partition" => Ok(Self::PerPartition),
+            other => Err(Error::InvalidInput(format!("unknown reset policy `{other}`; expected never, per_batch or per_partition"))),
+        }
+    }
+}
+
+/// An adaptation method, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// No adaptation: CLIP's zero-shot predictions.
+    ZeroShot,
+    /// TENT: entropy minimisation on the vision LayerNorms.
+    Tent,
+    /// CLIPTTA: soft contrastive adaptation (closed or open set).
+    Cliptta,
+}
+
+impl Method {
+    /// Every method, in the order the docs list them.
+    pub const ALL: [Method; 3] = [Method::ZeroShot, Method::Tent, Method::Cliptta];
+
+    /// The method's name (`method =>` in SQL, `--method` in the CLI).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ZeroShot => "zero_shot",
+            Self::Tent => "tent",
+            Self::Cliptta => "cliptta",
+        }
+    }
+
+    /// Whether the method changes the model (every method but zero-shot).
+    pub fn adapts(self) -> bool {
+        self != Self::ZeroShot
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "zero_shot" | "zeroshot" | "clip" => Ok(Self::ZeroShot),
+            "tent" => Ok(Self::Tent),
+            "cliptta" => Ok(Self::Cliptta),
+            other => Err(Error::InvalidInput(format!(
+                "`{other}` is not one of {}",
+                Self::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
         }
     }
 }
@@ -39,12 +117,12 @@ pub struct TentConfig {
     /// Weight of the marginal-entropy term (0 = pure TENT; 1 in the open-set scripts).
     pub beta_reg: f64,
     /// Reset policy.
-    pub reset: ResetPolicy,
+    pub reset: Reset,
 }
 
 impl Default for TentConfig {
     fn default() -> Self {
-        Self { steps: 10, adam: AdamConfig::with_lr(1e-3), logit_scale: 100.0, beta_reg: 0.0, reset: ResetPolicy::Never }
+        Self { steps: 10, adam: AdamConfig::with_lr(1e-3), logit_scale: 100.0, beta_reg: 0.0, reset: Reset::Never }
     }
 }
 
@@ -76,7 +154,7 @@ pub struct ClipTtaConfig {
     /// Seed of the memory sampler.
     pub seed: u64,
     /// Reset policy.
-    pub reset: ResetPolicy,
+    pub reset: Reset,
 }
 
 impl ClipTtaConfig {
@@ -95,7 +173,7 @@ impl ClipTtaConfig {
             beta_ood: 1.0,
             gamma: 0.005,
             seed: 42,
-            reset: ResetPolicy::Never,
+            reset: Reset::Never,
         }
     }
 }
@@ -119,28 +197,84 @@ impl MethodConfig {
     /// The method's defaults by name: `zero_shot`, `tent` or `cliptta`. In the open set TENT
     /// gets the open-set script settings (lr 1e-4, beta_reg 1).
     pub fn from_name(name: &str, open_set: bool) -> Result<Self> {
-        match name {
-            "zero_shot" | "zeroshot" | "clip" => Ok(Self::ZeroShot { logit_scale: 100.0 }),
-            "tent" => {
+        let method: Method = name.parse().map_err(|_| Error::InvalidInput(format!("unknown method `{name}`; expected zero_shot, tent or cliptta")))?;
+        Ok(Self::new(method, open_set))
+    }
+
+    /// The method's defaults (see [`MethodConfig::from_name`]).
+    pub fn new(method: Method, open_set: bool) -> Self {
+        match method {
+            Method::ZeroShot => Self::ZeroShot { logit_scale: 100.0 },
+            Method::Tent => {
                 let mut cfg = TentConfig::default();
                 if open_set {
                     cfg.adam.lr = 1e-4;
                     cfg.beta_reg = 1.0;
                 }
-                Ok(Self::Tent(cfg))
+                Self::Tent(cfg)
             }
-            "cliptta" => Ok(Self::Cliptta(ClipTtaConfig::official(open_set))),
-            other => Err(Error::InvalidInput(format!("unknown method `{other}`; expected zero_shot, tent or cliptta"))),
+            Method::Cliptta => Self::Cliptta(ClipTtaConfig::official(open_set)),
+        }
+    }
+
+    /// Which method this is.
+    pub fn method(&self) -> Method {
+        match self {
+            Self::ZeroShot { .. } => Method::ZeroShot,
+            Self::Tent(_) => Method::Tent,
+            Self::Cliptta(_) => Method::Cliptta,
         }
     }
 
     /// The method's name.
     pub fn name(&self) -> &'static str {
+        self.method().as_str()
+    }
+
+    fn no_setting(&self, key: &str) -> Error {
+        Error::InvalidInput(format!("method `{}` has no setting `{key}`", self.name()))
+    }
+
+    /// Sets the optimisation steps per batch (TENT, CLIPTTA).
+    pub fn set_steps(&mut self, steps: usize) -> Result<()> {
         match self {
-            Self::ZeroShot { .. } => "zero_shot",
-            Self::Tent(_) => "tent",
-            Self::Cliptta(_) => "cliptta",
+            Self::Tent(c) => c.steps = steps,
+            Self::Cliptta(c) => c.steps = steps,
+            Self::ZeroShot { .. } => return Err(self.no_setting("steps")),
         }
+        Ok(())
+    }
+
+    /// Sets Adam's learning rate (TENT, CLIPTTA); it must be finite and positive.
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(Error::InvalidInput(format!("`lr` = {lr} is not a positive number")));
+        }
+        match self {
+            Self::Tent(c) => c.adam.lr = lr,
+            Self::Cliptta(c) => c.adam.lr = lr,
+            Self::ZeroShot { .. } => return Err(self.no_setting("lr")),
+        }
+        Ok(())
+    }
+
+    /// Sets the reset policy (TENT, CLIPTTA).
+    pub fn set_reset(&mut self, reset: Reset) -> Result<()> {
+        match self {
+            Self::Tent(c) => c.reset = reset,
+            Self::Cliptta(c) => c.reset = reset,
+            Self::ZeroShot { .. } => return Err(self.no_setting("reset")),
+        }
+        Ok(())
+    }
+
+    /// Sets the memory sampler's seed (CLIPTTA).
+    pub fn set_seed(&mut self, seed: u64) -> Result<()> {
+        match self {
+            Self::Cliptta(c) => c.seed = seed,
+            _ => return Err(self.no_setting("seed")),
+        }
+        Ok(())
     }
 
     /// Whether OOD decisions are made (CLIPTTA open set).
@@ -149,9 +283,9 @@ impl MethodConfig {
     }
 
     /// The reset policy.
-    pub fn reset(&self) -> ResetPolicy {
+    pub fn reset(&self) -> Reset {
         match self {
-            Self::ZeroShot { .. } => ResetPolicy::Never,
+            Self::ZeroShot { .. } => Reset::Never,
             Self::Tent(c) => c.reset,
             Self::Cliptta(c) => c.reset,
         }
@@ -227,7 +361,7 @@ fn set_common(
     steps: &mut usize,
     adam: &mut AdamConfig,
     scale_and_reg: [&mut f64; 2],
-    reset: &mut ResetPolicy,
+    reset: &mut Reset,
 ) -> Result<bool> {
     let float = |v: &str| {
         v.trim()
@@ -274,7 +408,7 @@ mod tests {
         m.set("lr", "5e-4").unwrap();
         m.set("reset", "per_batch").unwrap();
         let MethodConfig::Cliptta(c) = &m else { panic!() };
-        assert_eq!((c.adam.lr, c.reset), (5e-4, ResetPolicy::PerBatch));
+        assert_eq!((c.adam.lr, c.reset), (5e-4, Reset::PerBatch));
         for (k, v, needle) in [("lr", "fast", "a number"), ("gamma", "0", "positive"), ("warp", "1", "no setting `warp`"), ("reset", "sometimes", "reset policy")] {
             let err = m.set(k, v).unwrap_err().to_string();
             assert!(err.contains(needle), "{k}={v}: {err}");

@@ -1,7 +1,7 @@
 //! Test-time adaptation: zero-shot, TENT and CLIPTTA (closed and open set) as one streaming
 //! [`Adapter`] that adapts the vision LayerNorms batch after batch and predicts.
 //!
-//! The method follows `cliptta-spec.md` (from the official code, `MarcLafon/cliptta@f4221f4`):
+//! The method follows docs/method.md (from the official code, `MarcLafon/cliptta@f4221f4`):
 //! soft contrastive loss over the batch's pseudo-captions, marginal-entropy regulariser,
 //! class-wise confident memory, Adam; in the open set, log-MCM scores, a per-batch Otsu
 //! threshold trained as a scalar, and the OCE loss.
@@ -36,7 +36,7 @@ pub use adam::{Adam, AdamConfig};
 pub use adapter::{AdaptStats, Adapter};
 pub use loss::{marginal_entropy, soft_contrastive_loss, tent_entropy};
 pub use memory::ClassMemory;
-pub use method::{ClipTtaConfig, MethodConfig, ResetPolicy, TentConfig};
+pub use method::{ClipTtaConfig, Method, MethodConfig, Reset, TentConfig};
 pub use ood::{log_mcm_score, oce_loss};
 pub use prediction::BatchPrediction;
 pub use state::info_path;

@@ -53,7 +53,7 @@ fn label_writes_parquet_with_run_metadata_and_resumes() -> anyhow::Result<()> {
     assert!(run.status.success(), "{}", text(&run.stderr));
     let stdout = text(&run.stdout);
     assert!(stdout.contains("labelled 11 images"), "{stdout}");
-    assert!(stdout.contains("status: decode_error 4, ok 6, too_large 1"), "{stdout}");
+    assert!(stdout.contains("status: ok 6, decode_error 4, too_large 1"), "{stdout}");
     assert!(stdout.contains("ood: 0 of 6"), "{stdout}");
 
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&out)?)?;
@@ -122,5 +122,33 @@ fn sql_prints_and_copies() -> anyhow::Result<()> {
     let run = cliptta(&["sql", "-f", script.to_str().unwrap_or_default(), "--format", "csv"]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert!(text(&run.stdout).ends_with("status,n\ndecode_error,4\nok,7\n"), "{}", text(&run.stdout));
+    Ok(())
+}
+
+/// The binary carries its default model and demo lake: a copy of it, run from an empty
+/// directory with an empty cache and no `$CLIPTTA_MODEL`, completes the demo on the embedded
+/// files and reads nothing from the source tree.
+#[test]
+fn an_installed_binary_runs_the_demo_from_anywhere() -> anyhow::Result<()> {
+    let install = tempfile::tempdir()?;
+    let binary = install.path().join("cliptta");
+    std::fs::copy(env!("CARGO_BIN_EXE_cliptta"), &binary)?;
+    let cwd = tempfile::tempdir()?;
+    let cache = tempfile::tempdir()?;
+    let run = Command::new(&binary)
+        .args(["demo", "--methods", "zero_shot"])
+        .current_dir(cwd.path())
+        .env("CLIPTTA_CACHE_DIR", cache.path())
+        .env_remove("CLIPTTA_MODEL")
+        .output()?;
+    let stdout = text(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", text(&run.stderr));
+    let cache = cache.path().display().to_string();
+    assert!(stdout.contains(&format!("lake {cache}/lakes/demo-")), "{stdout}");
+    assert!(stdout.contains(&format!("model {cache}/models/default-")), "{stdout}");
+    assert!(!stdout.contains(env!("CARGO_MANIFEST_DIR")), "the demo used the source tree:\n{stdout}");
+    let row = stdout.lines().find(|l| l.starts_with("| zero_shot |")).unwrap_or_else(|| panic!("no zero_shot row:\n{stdout}"));
+    assert!(row.contains("| 1000/1000 |"), "{row}");
+    assert!(cwd.path().join("target/demo/zero_shot.parquet").is_file());
     Ok(())
 }

@@ -2,9 +2,9 @@
 //! DataFusion and candle again).
 
 mod cli;
+mod layout;
 #[cfg(feature = "ballista")]
 mod cluster;
-mod data;
 mod model;
 mod preprocess;
 mod sources;

@@ -159,10 +159,16 @@ fn zero_shot_and_tent_predict_every_image() {
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
     let mut t = adapter(&model, "tent", false, &[]);
+    let before = t.params().snapshot().unwrap();
     let out = t.adapt_and_predict(batch).unwrap();
     assert_eq!(out.losses.len(), 10);
-    assert!(out.losses[9] <= out.losses[0]);
+    assert!(out.losses[9] < out.losses[0], "TENT's entropy did not fall: {:?}", out.losses);
     assert_eq!(out.labels.len(), 5);
+    // TENT adapts the LayerNorms: every one of them moved, and only zero-shot left them.
+    let moved: Vec<f64> =
+        t.params().vars().iter().zip(before.tensors()).map(|(v, b)| rel_max_err(&to_f64(v.as_tensor()), &to_f64(b))).collect();
+    assert!(moved.iter().all(|&m| m > 0.0), "some LayerNorms did not move: {moved:?}");
+    assert!(z.params().vars().iter().zip(before.tensors()).all(|(v, b)| to_f64(v.as_tensor()) == to_f64(b)));
 }
 
 /// Stopping after a batch, saving, loading into a fresh adapter and continuing gives exactly the
@@ -220,6 +226,14 @@ fn guards_hold() {
     let mut o = adapter(&model, "cliptta", true, &[]);
     let out = o.adapt_and_predict(&same).unwrap();
     assert_eq!(out.labels.len(), 6);
+    // Identical inputs get identical, finite predictions, all on the same side of the batch's
+    // (adapted) threshold.
+    assert!(out.labels.iter().all(|&l| l == out.labels[0]), "{:?}", out.labels);
+    assert!(out.confidence.iter().all(|&c| c == out.confidence[0] && c.is_finite()), "{:?}", out.confidence);
+    assert!(out.ood_score.iter().all(|&s| s == out.ood_score[0] && s.is_finite()), "{:?}", out.ood_score);
+    let threshold = out.threshold.expect("open set has a threshold");
+    assert!(threshold.is_finite());
+    assert!(out.is_ood.iter().all(|&o| o == (out.ood_score[0] <= threshold)), "{:?} at {threshold}", out.is_ood);
 }
 
 #[test]
@@ -231,4 +245,10 @@ fn episodic_reset_forgets_between_batches() {
     let second = episodic.adapt_and_predict(&batches[1]).unwrap();
     let mut fresh = adapter(&model, "cliptta", false, &[("reset", "per_batch"), ("lr", "1e-2")]);
     assert_eq!(fresh.adapt_and_predict(&batches[1]).unwrap(), second);
+    // The same stream adapted continually differs on the second batch, so the equality above
+    // is the reset's doing.
+    let mut continual = adapter(&model, "cliptta", false, &[("lr", "1e-2")]);
+    continual.adapt_and_predict(&batches[0]).unwrap();
+    let carried = continual.adapt_and_predict(&batches[1]).unwrap();
+    assert_ne!(carried.losses, second.losses, "continual adaptation did not carry state into batch 2");
 }

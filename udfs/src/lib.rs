@@ -16,6 +16,10 @@
 //! same metrics are available as plain Rust functions: [`accuracy()`], [`auroc()`],
 //! [`fpr_at_tpr()`], [`otsu_threshold()`], [`ece()`] and [`image_info()`].
 //!
+//! Features: `sql` (default) builds the SQL functions on DataFusion; without it the crate is
+//! only the metric kernels of [`kernels`] (no DataFusion, no Arrow), which is how the adapter
+//! uses Otsu's threshold.
+//!
 //! Register everything with one call:
 //!
 //! ```
@@ -59,27 +63,51 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "sql")]
 mod accuracy;
+#[cfg(feature = "sql")]
 mod auroc;
+#[cfg(feature = "sql")]
 mod common;
+#[cfg(feature = "sql")]
 mod ece;
+#[cfg(feature = "sql")]
 mod fpr_at_tpr;
+#[cfg(feature = "sql")]
 mod image_info;
+pub mod kernels;
+#[cfg(feature = "sql")]
 mod otsu;
 
+#[cfg(feature = "sql")]
 use std::sync::Arc;
 
+#[cfg(feature = "sql")]
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
+#[cfg(feature = "sql")]
 use datafusion::prelude::SessionContext;
 
-pub use accuracy::{accuracy, Accuracy};
-pub use auroc::{auroc, Auroc};
-pub use ece::{ece, Ece, ECE_DEFAULT_BINS, ECE_MAX_BINS};
-pub use fpr_at_tpr::{fpr_at_tpr, FprAtTpr};
+#[cfg(feature = "sql")]
+pub use accuracy::Accuracy;
+#[cfg(feature = "sql")]
+pub use auroc::Auroc;
+#[cfg(feature = "sql")]
+pub use ece::Ece;
+#[cfg(feature = "sql")]
+pub use fpr_at_tpr::FprAtTpr;
+#[cfg(feature = "sql")]
 pub use image_info::{image_info, ImageInfo, ImageInfoUdf};
-pub use otsu::{otsu_threshold, OtsuThreshold, OTSU_BINS};
+// Through each kernel's file: `kernels::accuracy` would also bring the module of that name.
+pub use kernels::accuracy::accuracy;
+pub use kernels::auroc::auroc;
+pub use kernels::ece::{ece, ECE_DEFAULT_BINS, ECE_MAX_BINS};
+pub use kernels::fpr_at_tpr::fpr_at_tpr;
+pub use kernels::otsu::{otsu_threshold, OTSU_BINS};
+#[cfg(feature = "sql")]
+pub use otsu::OtsuThreshold;
 
 /// One of this crate's SQL functions, ready to register.
+#[cfg(feature = "sql")]
 #[derive(Debug, Clone)]
 pub enum Udf {
     /// A row-by-row function, registered with `SessionContext::register_udf`.
@@ -88,6 +116,7 @@ pub enum Udf {
     Aggregate(Arc<AggregateUDF>),
 }
 
+#[cfg(feature = "sql")]
 impl Udf {
     /// The SQL name of the function.
     pub fn name(&self) -> &str {
@@ -100,6 +129,7 @@ impl Udf {
 
 /// Every function of this crate, for callers that register them selectively or elsewhere
 /// than in a [`SessionContext`].
+#[cfg(feature = "sql")]
 pub fn all_functions() -> Vec<Udf> {
     vec![
         Udf::Scalar(Arc::new(ScalarUDF::from(ImageInfoUdf::new()))),
@@ -112,6 +142,7 @@ pub fn all_functions() -> Vec<Udf> {
 }
 
 /// Registers every function of this crate in `ctx`, replacing any of the same name.
+#[cfg(feature = "sql")]
 pub fn register_all(ctx: &SessionContext) {
     for function in all_functions() {
         match function {
@@ -121,7 +152,7 @@ pub fn register_all(ctx: &SessionContext) {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sql"))]
 mod tests {
     use std::collections::HashSet;
 

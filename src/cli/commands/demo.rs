@@ -7,14 +7,21 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use include_dir::{include_dir, Dir};
 use arrow::array::{Array, Float64Array, Int64Array};
 use datafusion::prelude::CsvReadOptions;
 
 use crate::cli::args::DemoArgs;
 use crate::cli::commands::sql::session;
 
-fn default_path(given: &Option<PathBuf>, relative: &str) -> PathBuf {
-    given.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(relative))
+/// `data/lake`, compiled in so that an installed binary runs the demo from any directory.
+static DEMO_LAKE: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/data/lake");
+
+/// The embedded demo lake, written under the cache directory on first use.
+fn demo_lake() -> anyhow::Result<PathBuf> {
+    let root = cliptta::source::cache_root().join("lakes");
+    let id = cliptta::source::embedded::content_id(&DEMO_LAKE);
+    cliptta::source::embedded::materialise(&DEMO_LAKE, &root, "demo", &id).context("writing the embedded demo lake")
 }
 
 fn sql_path(p: &Path) -> String {
@@ -23,15 +30,21 @@ fn sql_path(p: &Path) -> String {
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let lake = default_path(&args.lake, "data/lake");
-    let model = default_path(&args.model, "data/models/default");
+    let lake = match &args.lake {
+        Some(dir) => dir.clone(),
+        None => demo_lake()?,
+    };
+    let model = match &args.model {
+        Some(dir) => dir.clone(),
+        None => cliptta::source::default_model_dir().context("writing the embedded default model")?,
+    };
     let labels = lake.join("labels.csv");
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let ctx = session();
     ctx.register_csv("labels", labels.to_str().context("non-UTF-8 path")?, CsvReadOptions::new().has_header(true))
         .await
         .with_context(|| format!("reading {}", labels.display()))?;
-    let classes = cliptta::data::CLASS_NAMES.join(",");
+    let classes = cliptta::source::DEFAULT_MODEL_CLASSES.join(",");
     println!("cliptta demo: lake {} , model {} , device {}", lake.display(), model.display(), args.device);
     println!("classes: {classes}");
     println!();

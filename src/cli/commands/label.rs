@@ -15,6 +15,7 @@ use parquet::file::properties::WriterProperties;
 
 use cliptta::model::{load_cached, LoadOptions};
 use cliptta::source::{list_objects, ImageLocation};
+use cliptta::RowStatus;
 use cliptta::sql::{model_dir, resolve_model_store, resolve_store, ClipTtaExec, ClipTtaMetrics, ClipTtaOptions, ClipTtaProvider, OptionValue, ProviderSource};
 
 use super::sql::session;
@@ -25,18 +26,18 @@ use crate::cli::UsageError;
 #[derive(Debug, Default)]
 struct Summary {
     rows: usize,
-    by_status: BTreeMap<String, usize>,
+    by_status: BTreeMap<RowStatus, usize>,
     by_label: BTreeMap<String, usize>,
     ood: usize,
 }
 
 impl Summary {
-    fn add(&mut self, batch: &RecordBatch) {
+    fn add(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
         self.rows += batch.num_rows();
         let column = |name: &str| batch.schema().index_of(name).ok().map(|i| batch.column(i).clone());
         if let Some(status) = column("status") {
             for s in status.as_string::<i32>().iter().flatten() {
-                *self.by_status.entry(s.to_string()).or_default() += 1;
+                *self.by_status.entry(s.parse::<RowStatus>()?).or_default() += 1;
             }
         }
         if let Some(label) = column("label") {
@@ -48,14 +49,15 @@ impl Summary {
             let ood = ood.as_boolean();
             self.ood += (0..ood.len()).filter(|&i| ood.is_valid(i) && ood.value(i)).count();
         }
+        Ok(())
     }
 
     fn print(&self, out: &std::path::Path) {
-        let ok = self.by_status.get("ok").copied().unwrap_or(0);
-        let join = |m: &BTreeMap<String, usize>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        let ok = self.by_status.get(&RowStatus::Ok).copied().unwrap_or(0);
+        let join = |m: Vec<(String, usize)>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
         println!("labelled {} images -> {}", self.rows, out.display());
-        println!("status: {}", join(&self.by_status));
-        println!("labels: {}", join(&self.by_label));
+        println!("status: {}", join(self.by_status.iter().map(|(k, v)| (k.to_string(), *v)).collect()));
+        println!("labels: {}", join(self.by_label.iter().map(|(k, v)| (k.clone(), *v)).collect()));
         let fraction = if ok == 0 { 0.0 } else { 100.0 * self.ood as f64 / ok as f64 };
         println!("ood: {} of {ok} ({fraction:.1}%)", self.ood);
     }
@@ -132,7 +134,7 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
                 Some(batch) => {
                     let batch = batch?;
                     writer.write(&batch)?;
-                    summary.add(&batch);
+                    summary.add(&batch)?;
                 }
                 None => break,
             },

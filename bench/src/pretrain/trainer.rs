@@ -12,10 +12,9 @@ use rand::SeedableRng;
 use super::captions::CaptionSet;
 use super::loss::soft_target_clip_loss;
 use crate::error::{Error, Result};
-use crate::model::weights::TensorMap;
-use crate::model::{
-    l2_normalize, random_weights, word_level_tokenizer_json, write_checkpoint, ClipConfig, ClipTokenizer, Grad,
-    PreprocessorConfig, TextTower, VisionTower,
+use cliptta::model::{
+    l2_normalize, random_weights, towers_from_tensors, word_level_tokenizer_json, word_level_vocab_size, write_checkpoint,
+    ClipConfig, ClipTokenizer, Grad, PreprocessorConfig,
 };
 
 /// Grayscale training images with labels.
@@ -96,7 +95,7 @@ pub fn train(
     let tokenizer_path = out_dir.join("tokenizer.json");
     std::fs::write(&tokenizer_path, tokenizer_json.to_string()).map_err(|e| Error::io(&tokenizer_path, e))?;
     let mut clip = cfg.clip.clone();
-    clip.text.vocab_size = crate::model::checkpoint::word_level_vocab_size(&tokenizer_json);
+    clip.text.vocab_size = word_level_vocab_size(&tokenizer_json);
     clip.text.eos_token_id = (clip.text.vocab_size - 1) as u32;
     let tokenizer = ClipTokenizer::from_file(&tokenizer_path, clip.text.max_position_embeddings)?;
 
@@ -105,10 +104,8 @@ pub fn train(
     for (name, t) in random_weights(&clip, cfg.seed)? {
         vars.insert(name, Var::from_tensor(&t.to_device(&device)?)?);
     }
-    let map = TensorMap {
-        label: out_dir.join("<training>"),
-        tensors: vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect(),
-    };
+    let tensors: HashMap<String, Tensor> = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let tensors_label = out_dir.join("<training>");
     let logit_scale = vars.get("logit_scale").ok_or_else(|| Error::InvalidInput("no logit_scale".into()))?.clone();
     let params = ParamsAdamW { lr: cfg.lr, beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: cfg.weight_decay };
     let mut opt = AdamW::new(vars.values().cloned().collect(), params)?;
@@ -147,8 +144,7 @@ pub fn train(
                 ids.push(tokenizer.encode(&captions.sample(label, &mut rng))?);
             }
             let pixels = Tensor::from_vec(pixels, (chunk.len(), 3, side, side), &device)?;
-            let vision = VisionTower::new(&clip.vision, clip.projection_dim, map.root())?;
-            let text = TextTower::new(&clip.text, clip.projection_dim, map.root())?;
+            let (vision, text) = towers_from_tensors(&clip, &tensors, &tensors_label)?;
             let z_img = l2_normalize(&vision.forward(&pixels, &vision.shared_params()?, Grad::Enabled)?)?;
             let z_txt = l2_normalize(&text.forward_with(&ids, Grad::Enabled)?)?;
             let scale = logit_scale.as_tensor().exp()?.minimum(100.0)?;
@@ -173,7 +169,7 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ClipModel, LoadOptions};
+    use cliptta::model::{ClipModel, LoadOptions};
 
     /// Two classes that differ in brightness: a tiny CLIP learns to tell them apart from captions
     /// alone, and the saved checkpoint loads and classifies zero-shot.

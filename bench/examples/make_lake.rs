@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cliptta::data::{write_lake, Corruption, FashionMnist, LakeConfig, LakeRow, Mnist5k, Split};
+use cliptta_bench::data::{write_lake, Corruption, FashionMnist, LakeConfig, LakeRow, Mnist5k, Split};
 
 #[derive(Parser)]
 struct Args {
@@ -116,7 +116,7 @@ fn readme(config: &LakeConfig, rows: &[LakeRow], bytes: u64, command: &str) -> S
     let mut classes = [0usize; 10];
     rows.iter().filter(|r| !r.is_ood).for_each(|r| classes[r.label_id as usize] += 1);
     let class_line: Vec<String> =
-        cliptta::data::CLASS_NAMES.iter().zip(classes).map(|(n, c)| format!("{n} {c}")).collect();
+        cliptta_bench::data::CLASS_NAMES.iter().zip(classes).map(|(n, c)| format!("{n} {c}")).collect();
     let severities_ok = config.severities.iter().all(|s| (3..=5).contains(s));
     let note = if severities_ok { "" } else { "\n(The table's severity columns only count severities 3 to 5.)\n" };
 
@@ -134,7 +134,7 @@ seeded random order and carry no information.
 | column | meaning |
 |---|---|
 | path | image path relative to this folder |
-| label | Fashion-MNIST class name (`cliptta::data::CLASS_NAMES`), or `digit N` for an MNIST image |
+| label | Fashion-MNIST class name (`cliptta_bench::data::CLASS_NAMES`), or `digit N` for an MNIST image |
 | label_id | class index 0-9, or -1 for an MNIST image (no class is correct) |
 | is_ood | true for MNIST images |
 | corruption | corruption name, or `none` |
