@@ -93,7 +93,8 @@ pub enum Error {
         message: String,
     },
 
-    /// The caller passed something the API cannot accept (shape, empty class list, ...).
+    /// The caller passed something the API cannot accept (an option value, a shape, an empty
+    /// class list, an image without pixels). Reserved for user input.
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
@@ -101,9 +102,34 @@ pub enum Error {
     #[error("device `{0}` is not available: {1}")]
     Device(String, String),
 
-    /// A tensor operation failed.
-    #[error(transparent)]
+    /// A tensor operation failed during a named step of the model or the adapter.
+    #[error("tensor operation failed during {during}: {source}")]
+    Tensor {
+        /// The step (`CLIPTTA step 3 of batch 12`, `prediction of batch 12`, ...).
+        during: String,
+        /// candle's error (shape, dtype, device), with its own backtrace.
+        #[source]
+        source: candle_core::Error,
+    },
+
+    /// A tensor operation failed outside a named step (see [`Error::Tensor`]).
+    #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
+
+    /// A saved or shipped adapter state does not fit the adapter that reads it (tensor count,
+    /// shapes, labels, parameter list).
+    #[error("adapter state does not fit: {0}")]
+    State(String),
+
+    /// A distributed plan node could not be encoded or decoded (foreign or truncated bytes,
+    /// settings that do not validate on the receiving process).
+    #[error("{0}")]
+    Plan(String),
+
+    /// An internal invariant broke (a poisoned lock, a mismatch between internal lists). Not
+    /// the caller's fault; please report it.
+    #[error("internal error: {0}")]
+    Internal(String),
 
     /// A file could not be written.
     #[error("cannot write {path}: {source}")]
@@ -177,6 +203,28 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
 }
 
+/// Names the step a tensor error happened in: a bare [`Error::Candle`] becomes an
+/// [`Error::Tensor`]; errors that already say what failed pass through.
+pub(crate) trait During<T> {
+    /// `what` is evaluated only on error.
+    fn during(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> During<T> for Result<T> {
+    fn during(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| match e {
+            Error::Candle(source) => Error::Tensor { during: what(), source },
+            other => other,
+        })
+    }
+}
+
+impl<T> During<T> for candle_core::Result<T> {
+    fn during(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Tensor { during: what(), source })
+    }
+}
+
 impl Error {
     /// The status of a row that failed with this error: `too_large`, `decode_error`,
     /// `fetch_error`, or `error` for anything else.
@@ -199,5 +247,24 @@ impl Error {
 
     pub(crate) fn config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::Config { path: path.into(), message: message.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::*;
+
+    #[test]
+    fn tensor_errors_name_their_step_and_chain_the_cause() {
+        let a = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+        let failed: Result<Tensor> = a.matmul(&a).map_err(Error::from);
+        let e = failed.during(|| "CLIPTTA step 3 of batch 1".into()).unwrap_err();
+        assert!(e.to_string().starts_with("tensor operation failed during CLIPTTA step 3 of batch 1: "), "{e}");
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("shape")), "{e:?}");
+        // An error that already says what failed passes through unchanged.
+        let other = Err::<(), _>(Error::InvalidInput("the class list is empty".into())).during(|| "prediction".into()).unwrap_err();
+        assert_eq!(other.to_string(), "invalid input: the class list is empty");
     }
 }

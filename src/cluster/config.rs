@@ -79,7 +79,7 @@ pub fn options_from_wire(mut options: ClipTtaOptions, resume: Option<PathBuf>) -
         options.reset = Reset::PerPartition;
     }
     options.resume = resume;
-    options.method_config().map_err(|e| Error::InvalidInput(format!("cliptta plan: {e}")))?;
+    options.method_config().map_err(|e| Error::Plan(format!("cliptta plan: {e}")))?;
     Ok(options)
 }
 
@@ -108,7 +108,7 @@ pub fn absolute_location(original: &str) -> Result<String> {
     if has_scheme || path.is_absolute() {
         return Ok(original.to_string());
     }
-    let cwd = std::env::current_dir().map_err(|e| Error::InvalidInput(format!("no working directory: {e}")))?;
+    let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
     path_text(&cwd.join(path))
 }
 
@@ -192,7 +192,7 @@ impl Envelope {
 
     /// Decodes an envelope; a truncated or foreign buffer is an error saying so.
     pub fn decode(buf: &[u8]) -> Result<Self> {
-        let bad = |what: &str| Error::InvalidInput(format!("cliptta plan node: {what}"));
+        let bad = |what: &str| Error::Plan(format!("cliptta plan node: {what}"));
         let rest = buf.strip_prefix(MAGIC.as_slice()).ok_or_else(|| bad("not a cliptta payload (wrong magic)"))?;
         let (&kind, rest) = rest.split_first().ok_or_else(|| bad("truncated (no kind)"))?;
         let kind = Kind::from_byte(kind).ok_or_else(|| bad(&format!("unknown kind {kind} (made by a newer cliptta?)")))?;

@@ -209,7 +209,7 @@ impl ClipModel {
 }
 
 fn poisoned() -> Error {
-    Error::InvalidInput("the class-embedding cache was poisoned by a panic in another thread".into())
+    Error::Internal("the class-embedding cache was poisoned by a panic in another thread".into())
 }
 
 /// SHA-256 over a checkpoint's config.json, model.safetensors and tokenizer.json, as

@@ -75,7 +75,7 @@ impl NormParams {
     /// Restores values from a snapshot of a set with the same layout.
     pub fn restore(&self, snapshot: &NormSnapshot) -> Result<()> {
         if snapshot.tensors.len() != self.vars.len() {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::State(format!(
                 "snapshot has {} tensors, the model has {}",
                 snapshot.tensors.len(),
                 self.vars.len()
@@ -99,9 +99,9 @@ impl NormParams {
         for (name, var) in self.names.iter().zip(&self.vars) {
             let t = tensors
                 .get(name)
-                .ok_or_else(|| Error::InvalidInput(format!("adapted state lacks tensor `{name}`")))?;
+                .ok_or_else(|| Error::State(format!("adapted state lacks tensor `{name}`")))?;
             if t.dims() != var.dims() {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::State(format!(
                     "adapted state tensor `{name}` has shape {:?}, the model needs {:?}",
                     t.dims(),
                     var.dims()

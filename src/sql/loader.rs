@@ -149,7 +149,7 @@ impl Loader {
             let image = match &blob {
                 Blob::InColumn(array, i) => match binary_value(array.as_ref(), *i) {
                     Some(bytes) => decode(bytes, &limits),
-                    None => Err(crate::Error::InvalidInput("image column is not binary".into())),
+                    None => Err(crate::Error::Internal("image column is not binary".into())),
                 },
                 Blob::Fetched(bytes) => decode(bytes, &limits),
             };

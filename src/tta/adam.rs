@@ -61,11 +61,11 @@ impl Adam {
     /// Replaces the state (for resuming).
     pub fn set_state(&mut self, step: u64, m: Vec<Tensor>, v: Vec<Tensor>) -> Result<()> {
         if m.len() != self.m.len() || v.len() != self.v.len() {
-            return Err(Error::InvalidInput(format!("Adam state has {} moments, expected {}", m.len(), self.m.len())));
+            return Err(Error::State(format!("Adam state has {} moments, expected {}", m.len(), self.m.len())));
         }
         for (new, old) in m.iter().chain(&v).zip(self.m.iter().chain(&self.v)) {
             if new.dims() != old.dims() {
-                return Err(Error::InvalidInput(format!("Adam moment shape {:?} differs from {:?}", new.dims(), old.dims())));
+                return Err(Error::State(format!("Adam moment shape {:?} differs from {:?}", new.dims(), old.dims())));
             }
         }
         self.step = step;
@@ -86,7 +86,7 @@ impl Adam {
     /// One update: `p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)`.
     pub fn step(&mut self, params: &[&Var], grads: &[Tensor]) -> Result<()> {
         if params.len() != self.m.len() || grads.len() != self.m.len() {
-            return Err(Error::InvalidInput("Adam step with a different parameter list".into()));
+            return Err(Error::Internal("Adam step with a different parameter list".into()));
         }
         self.step += 1;
         let AdamConfig { lr, beta1, beta2, eps } = self.config;

@@ -13,7 +13,7 @@ use super::memory::ClassMemory;
 use super::method::{ClipTtaConfig, MethodConfig, Reset, TentConfig};
 use super::ood::{log_mcm_score, oce_loss};
 use super::prediction::BatchPrediction;
-use crate::error::{Error, Result};
+use crate::error::{During, Error, Result};
 use crate::model::{bind_to_thread, ClipModel, Grad, NormParams, NormSnapshot};
 
 /// Counters over the adapter's life (since creation or the last load).
@@ -170,15 +170,24 @@ impl Adapter {
             // prediction only blurs it: predict without adapting.
             self.stats.unadapted_batches += 1;
         } else {
+            let batch = self.stats.batches + 1;
+            let step = |name: &str, losses: &[f32]| format!("{name} step {} of batch {batch}", losses.len() + 1);
             match self.method.clone() {
                 MethodConfig::ZeroShot { .. } => {}
-                MethodConfig::Tent(cfg) => self.tent_batch(&cfg, pixels, &mut losses)?,
-                MethodConfig::Cliptta(cfg) => self.cliptta_batch(&cfg, pixels, &mut losses)?,
+                MethodConfig::Tent(cfg) => {
+                    let r = self.tent_batch(&cfg, pixels, &mut losses);
+                    r.during(|| step("TENT", &losses))?
+                }
+                MethodConfig::Cliptta(cfg) => {
+                    let r = self.cliptta_batch(&cfg, pixels, &mut losses);
+                    r.during(|| step("CLIPTTA", &losses))?
+                }
             }
         }
         self.stats.batches += 1;
         self.stats.images += n as u64;
-        let mut out = self.predict(pixels)?;
+        let batch = self.stats.batches;
+        let mut out = self.predict(pixels).during(|| format!("prediction of batch {batch}"))?;
         out.losses = losses;
         Ok(out)
     }

@@ -51,7 +51,7 @@ impl ClassMemory {
     pub fn update(&mut self, images: &Tensor, labels: &[u32], confidences: &[f32]) -> Result<()> {
         let n = images.dim(0)?;
         if labels.len() != n || confidences.len() != n {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::Internal(format!(
                 "memory update with {n} images, {} labels, {} confidences",
                 labels.len(),
                 confidences.len()
@@ -62,7 +62,7 @@ impl ClassMemory {
             let slot = self
                 .classes
                 .get_mut(label as usize)
-                .ok_or_else(|| Error::InvalidInput(format!("memory label {label} out of range")))?;
+                .ok_or_else(|| Error::Internal(format!("memory label {label} out of range")))?;
             slot.push(Item { image: images.get(i)?, confidence });
         }
         for slot in &mut self.classes {
@@ -133,7 +133,7 @@ impl ClassMemory {
             let slot = self
                 .classes
                 .get_mut(l as usize)
-                .ok_or_else(|| Error::InvalidInput(format!("saved memory label {l} out of range")))?;
+                .ok_or_else(|| Error::State(format!("saved memory label {l} out of range")))?;
             slot.push(Item { image: images.get(i)?, confidence: c });
         }
         Ok(())
