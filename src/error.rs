@@ -121,6 +121,15 @@ pub enum Error {
     #[error("adapter state does not fit: {0}")]
     State(String),
 
+    /// A checkpoint directory holds a job made with other settings; each difference is named.
+    #[error("checkpoint {dir} was made by a different job: {}", differences.join("; "))]
+    CheckpointMismatch {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// `setting: was → now`, one per difference.
+        differences: Vec<String>,
+    },
+
     /// A distributed plan node could not be encoded or decoded (foreign or truncated bytes,
     /// settings that do not validate on the receiving process).
     #[error("{0}")]

@@ -15,6 +15,8 @@
 //! - [`source`]: object-store locations with globs, stores from the environment, listing in a
 //!   seeded order, fetches with timeouts and retries, model URLs cached locally, and the
 //!   embedded default model ([`source::default_model_dir`]).
+//! - [`job`]: checkpoints of a labelling job (part files, adapter state, manifest) for exact
+//!   resume.
 //! - [`sql`]: DataFusion: the `cliptta(...)` / `cliptta_table(...)` table functions,
 //!   `ClipTtaExec` and [`sql::adapt_stream`] for Arrow record batch streams.
 //! - `cluster` (feature `ballista`): Ballista codecs and processes for running that SQL on a
@@ -43,6 +45,7 @@ pub mod allocator;
 pub mod cluster;
 pub mod error;
 pub mod image;
+pub mod job;
 pub mod model;
 pub mod row_status;
 pub mod source;

@@ -147,7 +147,9 @@ pub struct SqlArgs {
 pub struct LabelArgs {
     /// The images: a directory, a glob, or a URL (s3://, gs://, az://, http(s)://, file://).
     pub location: String,
-    /// The Parquet file to write.
+    /// Where the labels go: a `.parquet` file (written under a temporary name and renamed when
+    /// complete), or a directory (ends with `/`, or has no `.parquet` extension): a checkpointed
+    /// job whose part files are the labels; the same command run again continues it.
     #[arg(long)]
     pub out: PathBuf,
     /// Object-store settings as KEY=VALUE (aws_endpoint=..., allow_http=true, ...).

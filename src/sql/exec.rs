@@ -199,7 +199,8 @@ impl ExecutionPlan for ClipTtaExec {
             metrics,
             self.adapter.clone(),
         )
-        .with_model_store(model_store);
+        .with_model_store(model_store)
+        .with_partition(partition);
         Ok(stream.into_stream())
     }
 

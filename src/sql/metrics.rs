@@ -19,6 +19,10 @@ pub struct ClipTtaMetrics {
     pub rows_failed: Vec<Count>,
     /// Adaptation batches run.
     pub adapt_batches: Count,
+    /// Rows read back from a checkpoint's committed parts instead of computed.
+    pub rows_resumed: Count,
+    /// Checkpoint commits made.
+    pub commits: Count,
     /// Time fetching bytes from the store (summed over concurrent fetches).
     pub fetch_time: Time,
     /// Time decoding image bytes to pixels (summed over blocking threads).
@@ -42,6 +46,8 @@ impl ClipTtaMetrics {
                 .map(|status| MetricBuilder::new(metrics).counter(format!("rows_failed_{status}"), partition))
                 .collect(),
             adapt_batches: MetricBuilder::new(metrics).counter("adapt_batches", partition),
+            rows_resumed: MetricBuilder::new(metrics).counter("rows_resumed", partition),
+            commits: MetricBuilder::new(metrics).counter("commits", partition),
             fetch_time: MetricBuilder::new(metrics).subset_time("fetch_time", partition),
             decode_time: MetricBuilder::new(metrics).subset_time("decode_time", partition),
             preprocess_time: MetricBuilder::new(metrics).subset_time("preprocess_time", partition),
@@ -58,9 +64,9 @@ impl ClipTtaMetrics {
         }
     }
 
-    /// Rows finished: predicted or failed.
+    /// Rows finished: predicted, failed, or read back from a checkpoint.
     pub fn rows_done(&self) -> usize {
-        self.rows_ok.value() + self.rows_failed_total()
+        self.rows_ok.value() + self.rows_failed_total() + self.rows_resumed.value()
     }
 
     /// Failed rows over all reasons.

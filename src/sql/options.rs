@@ -87,6 +87,14 @@ pub struct ClipTtaOptions {
     pub resume: Option<PathBuf>,
     /// Where to save the adapter state when a partition's stream ends.
     pub save_state: Option<PathBuf>,
+    /// Where each partition commits its output and adapter state (`job` module), and continues
+    /// from when the same scan runs again.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Adaptation batches between commits.
+    pub checkpoint_every: usize,
+    /// The lake's location as given (set by `cliptta(...)`, for checkpoint fingerprints).
+    /// Not an SQL option.
+    pub lake: Option<String>,
     /// Object-store keys (`aws_endpoint`, `allow_http`, ...), passed to the store builder.
     pub store_options: Vec<(String, String)>,
     /// The model's content hash ([`crate::model::ClipModel::hash_dir`]) when it must match:
@@ -450,7 +458,31 @@ pub const OPTIONS: &[OptionDef] = &[
         },
         show: |o| some_path(&o.save_state),
     },
+    OptionDef {
+        name: "checkpoint_dir",
+        kind: "path",
+        doc: "commit each partition's output and adapter state here every checkpoint_every batches; the same scan run again continues from the last commit",
+        apply: |o, v| {
+            o.checkpoint_dir = path(v)?;
+            Ok(())
+        },
+        show: |o| some_path(&o.checkpoint_dir),
+    },
+    OptionDef {
+        name: "checkpoint_every",
+        kind: "integer",
+        doc: "adaptation batches between commits (with checkpoint_dir)",
+        apply: |o, v| {
+            o.checkpoint_every = count(v)?;
+            Ok(())
+        },
+        show: |o| some(o.checkpoint_every),
+    },
 ];
+
+/// The options that do not change a scan's output rows, left out of a checkpoint's
+/// fingerprint: they may differ between a job and its continuation.
+const NOT_IN_FINGERPRINT: [&str; 7] = ["model", "device", "concurrency", "resume", "save_state", "checkpoint_dir", "checkpoint_every"];
 
 /// Looks an option up by name.
 pub fn option(name: &str) -> Option<&'static OptionDef> {
@@ -487,6 +519,9 @@ impl ClipTtaOptions {
             partitions: 1,
             resume: None,
             save_state: None,
+            checkpoint_dir: None,
+            checkpoint_every: 10,
+            lake: None,
             store_options: Vec::new(),
             model_hash: None,
         }
@@ -541,6 +576,12 @@ impl ClipTtaOptions {
                 errors.push(e);
             }
         }
+        if o.checkpoint_dir.is_some() && o.partitions > 1 && o.reset == Reset::Never {
+            errors.push(format!(
+                "option `checkpoint_dir`: {} partitions sharing one adapter (reset = never) adapt in no fixed order, so a resumed run could not be exact; use reset = per_partition",
+                o.partitions
+            ));
+        }
         if errors.is_empty() {
             Ok(o)
         } else {
@@ -584,6 +625,30 @@ impl ClipTtaOptions {
             m.set_seed(self.seed).map_err(|e| format!("option `seed`: {e}"))?;
         }
         Ok(m)
+    }
+
+    /// The settings a checkpointed scan must keep to continue (every option that changes the
+    /// output rows, and the lake); the model enters as its content hash, added by the stream.
+    pub fn job_fingerprint(&self) -> std::collections::BTreeMap<String, String> {
+        let mut fp: std::collections::BTreeMap<String, String> = OPTIONS
+            .iter()
+            .filter(|d| !NOT_IN_FINGERPRINT.contains(&d.name))
+            .map(|d| (d.name.to_string(), d.show(self).unwrap_or_default()))
+            .collect();
+        fp.insert("lake".into(), self.lake.clone().unwrap_or_default());
+        // One entry per hyper-parameter, so a refusal names the one that differs.
+        fn flatten(prefix: &str, v: &serde_json::Value, out: &mut std::collections::BTreeMap<String, String>) {
+            match v {
+                serde_json::Value::Object(map) => map.iter().for_each(|(k, v)| flatten(&format!("{prefix}.{k}"), v, out)),
+                other => {
+                    out.insert(prefix.to_string(), other.to_string().trim_matches('"').to_string());
+                }
+            }
+        }
+        if let Ok(Ok(v)) = self.method_config().map(|m| serde_json::to_value(&m)) {
+            flatten("method_config", &v, &mut fp);
+        }
+        fp
     }
 
     /// Decoding limits.

@@ -48,7 +48,13 @@ pub struct ClipTtaProvider {
 
 impl ClipTtaProvider {
     /// A provider over `source` (no I/O).
-    pub fn try_new(source: ProviderSource, options: ClipTtaOptions) -> Result<Self> {
+    pub fn try_new(source: ProviderSource, mut options: ClipTtaOptions) -> Result<Self> {
+        if options.lake.is_none() {
+            options.lake = Some(match &source {
+                ProviderSource::Lake(location) => location.original().to_string(),
+                ProviderSource::Table { name, .. } => format!("table {name}"),
+            });
+        }
         let dim = embedding_dim(&options)?;
         let appended = prediction_fields(&options, dim);
         let schema = match &source {

@@ -37,6 +37,9 @@ pub struct WaitingChunk {
     /// One per row.
     pub outcomes: Vec<RowOutcome>,
     waiting: usize,
+    /// Rows of the chunk already released by [`ReorderBuffer::pop_decided_prefix`]; `batch` and
+    /// `outcomes` start after them, while [`RowKey::row`] keeps counting from the chunk's start.
+    released: usize,
 }
 
 /// Chunks in input order; the front ones leave once all their rows are decided.
@@ -50,7 +53,7 @@ impl ReorderBuffer {
     /// Adds a chunk whose rows are `outcomes` (`Waiting` or `Failed`); returns its sequence number.
     pub fn push(&mut self, batch: RecordBatch, outcomes: Vec<RowOutcome>) -> u64 {
         let waiting = outcomes.iter().filter(|o| matches!(o, RowOutcome::Waiting)).count();
-        self.chunks.push_back(WaitingChunk { batch, outcomes, waiting });
+        self.chunks.push_back(WaitingChunk { batch, outcomes, waiting, released: 0 });
         self.front + self.chunks.len() as u64 - 1
     }
 
@@ -60,7 +63,8 @@ impl ReorderBuffer {
         let chunk = position
             .and_then(|p| self.chunks.get_mut(p))
             .ok_or_else(|| internal_datafusion_err!("prediction for chunk {} which is not waiting", key.chunk))?;
-        let outcome = chunk.outcomes.get_mut(key.row).ok_or_else(|| internal_datafusion_err!("prediction for a row out of range"))?;
+        let index_in_chunk = key.row.checked_sub(chunk.released).ok_or_else(|| internal_datafusion_err!("prediction for a released row"))?;
+        let outcome = chunk.outcomes.get_mut(index_in_chunk).ok_or_else(|| internal_datafusion_err!("prediction for a row out of range"))?;
         if !matches!(outcome, RowOutcome::Waiting) {
             return Err(internal_datafusion_err!("row {} of chunk {} predicted twice", key.row, key.chunk));
         }
@@ -77,6 +81,24 @@ impl ReorderBuffer {
         } else {
             None
         }
+    }
+
+    /// Every decided row at the front, possibly part of a chunk: after an adaptation batch this
+    /// releases every row up to the batch's last image (what a checkpoint commits).
+    pub fn pop_decided_prefix(&mut self) -> Option<WaitingChunk> {
+        if let Some(whole) = self.pop_complete() {
+            return Some(whole);
+        }
+        let chunk = self.chunks.front_mut()?;
+        let decided = chunk.outcomes.iter().take_while(|o| !matches!(o, RowOutcome::Waiting)).count();
+        if decided == 0 {
+            return None;
+        }
+        let batch = chunk.batch.slice(0, decided);
+        chunk.batch = chunk.batch.slice(decided, chunk.batch.num_rows() - decided);
+        let outcomes: Vec<RowOutcome> = chunk.outcomes.drain(..decided).collect();
+        chunk.released += decided;
+        Some(WaitingChunk { batch, outcomes, waiting: 0, released: 0 })
     }
 
     /// Chunks still waiting.

@@ -31,6 +31,7 @@ use super::options::ClipTtaOptions;
 use super::reorder::{ReorderBuffer, RowKey, RowOutcome, WaitingChunk};
 use super::schema::{PredictionBuilder, PredictionColumn};
 use crate::image::to_tensor;
+use crate::job::Checkpoint;
 use crate::tta::BatchPrediction;
 use crate::RowStatus;
 
@@ -64,6 +65,23 @@ pub struct ClipTtaStream {
     images: Vec<PendingImage>,
     ready: VecDeque<RecordBatch>,
     finished: bool,
+    partition: usize,
+    job: Option<Job>,
+}
+
+/// A checkpointed partition's progress (with `checkpoint_dir`).
+struct Job {
+    checkpoint: Checkpoint,
+    /// Output rows since the last commit.
+    uncommitted: Vec<RecordBatch>,
+    /// Output rows so far, committed or not: the input position.
+    emitted: u64,
+    /// Input rows still to skip (committed before this run).
+    skip: u64,
+    /// Adaptation batches so far, including those before a resume.
+    adapt_batches: u64,
+    /// The checkpoint was complete when this run opened it.
+    was_complete: bool,
 }
 
 impl ClipTtaStream {
@@ -97,7 +115,15 @@ impl ClipTtaStream {
             images: Vec::new(),
             ready: VecDeque::new(),
             finished: false,
+            partition: 0,
+            job: None,
         }
+    }
+
+    /// The partition this stream is (names its checkpoint files).
+    pub fn with_partition(mut self, partition: usize) -> Self {
+        self.partition = partition;
+        self
     }
 
     /// Reads a remote model through `store` (the session's store for the model URL) instead of
@@ -141,6 +167,7 @@ impl ClipTtaStream {
                     if !self.reorder.is_empty() {
                         return Err(internal_datafusion_err!("ClipTtaStream ended with {} unfinished chunks", self.reorder.len()));
                     }
+                    self.commit(true).await?;
                     self.save_state().await?;
                     self.finished = true;
                 }
@@ -165,8 +192,86 @@ impl ClipTtaStream {
             preprocess_time: self.metrics.preprocess_time.clone(),
         };
         self.running = Some(Running { adapter, loader, crop: preprocessor.crop_size });
+        self.open_checkpoint().await?;
         self.metrics.load_time.add_elapsed(start);
         Ok(())
+    }
+
+    /// With `checkpoint_dir`: replays the committed rows, restores the adapter to the last
+    /// commit and skips the input rows already done.
+    async fn open_checkpoint(&mut self) -> Result<()> {
+        let (Some(dir), Some(running)) = (self.options.checkpoint_dir.clone(), self.running.as_ref()) else {
+            return Ok(());
+        };
+        let adapter = running.adapter.clone();
+        let mut fingerprint = self.options.job_fingerprint();
+        let (schema, partition) = (self.schema.clone(), self.partition);
+        let (checkpoint, replay) = tokio::task::spawn_blocking(move || -> crate::Result<_> {
+            let mut adapter = adapter.lock().unwrap_or_else(PoisonError::into_inner);
+            fingerprint.insert("model_hash".into(), adapter.model().content_hash().to_string());
+            let (checkpoint, resume) = Checkpoint::open(&dir, partition, fingerprint, schema)?;
+            if let Some(state) = &resume.state {
+                adapter.load_state(state)?;
+            }
+            let mut replay = Vec::new();
+            for part in &resume.parts {
+                replay.extend(checkpoint.read_part(part)?);
+            }
+            Ok((checkpoint, (replay, resume)))
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        let (batches, resume) = replay;
+        self.metrics.rows_resumed.add(resume.rows as usize);
+        self.ready.extend(batches);
+        self.job = Some(Job {
+            checkpoint,
+            uncommitted: Vec::new(),
+            emitted: resume.rows,
+            skip: resume.position,
+            adapt_batches: resume.adapt_batches,
+            was_complete: resume.complete,
+        });
+        Ok(())
+    }
+
+    /// Commits every decided row and the adapter state (`last`: the input has ended).
+    async fn commit(&mut self, last: bool) -> Result<()> {
+        if self.job.is_none() {
+            return Ok(());
+        }
+        while let Some(chunk) = self.reorder.pop_decided_prefix() {
+            let batch = self.build_output(chunk)?;
+            self.push_output(batch);
+        }
+        let (Some(mut job), Some(running)) = (self.job.take(), self.running.as_ref()) else {
+            return Ok(());
+        };
+        if job.was_complete && job.uncommitted.is_empty() {
+            // A finished job run again: everything came from the checkpoint.
+            self.job = Some(job);
+            return Ok(());
+        }
+        let adapter = running.adapter.clone();
+        let batches = std::mem::take(&mut job.uncommitted);
+        let job = tokio::task::spawn_blocking(move || -> crate::Result<Job> {
+            let adapter = adapter.lock().unwrap_or_else(PoisonError::into_inner);
+            job.checkpoint.commit(&batches, Some(&adapter), job.emitted, job.adapt_batches, last)?;
+            Ok(job)
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        self.metrics.commits.add(1);
+        self.job = Some(job);
+        Ok(())
+    }
+
+    fn push_output(&mut self, batch: RecordBatch) {
+        if let Some(job) = &mut self.job {
+            job.emitted += batch.num_rows() as u64;
+            job.uncommitted.push(batch.clone());
+        }
+        self.ready.push_back(batch);
     }
 
     async fn next_chunk(&mut self) -> Result<Option<RecordBatch>> {
@@ -181,7 +286,16 @@ impl ClipTtaStream {
                 self.current = None;
             }
             match self.input.next().await {
-                Some(batch) => self.current = Some((batch?, 0)),
+                Some(batch) => {
+                    let batch = batch?;
+                    // Rows a checkpoint already holds.
+                    let skip = self.job.as_mut().map_or(0, |job| {
+                        let n = job.skip.min(batch.num_rows() as u64);
+                        job.skip -= n;
+                        n as usize
+                    });
+                    self.current = Some((batch, skip));
+                }
                 None => return Ok(None),
             }
         }
@@ -236,13 +350,21 @@ impl ClipTtaStream {
         for (index, key) in keys.into_iter().enumerate() {
             self.reorder.predicted(key, &prediction, index)?;
         }
+        let every = self.options.checkpoint_every.max(1) as u64;
+        let due = self.job.as_mut().is_some_and(|job| {
+            job.adapt_batches += 1;
+            job.adapt_batches % every == 0
+        });
+        if due {
+            self.commit(false).await?;
+        }
         Ok(())
     }
 
     fn emit_completed(&mut self) -> Result<()> {
         while let Some(chunk) = self.reorder.pop_complete() {
             let batch = self.build_output(chunk)?;
-            self.ready.push_back(batch);
+            self.push_output(batch);
         }
         Ok(())
     }

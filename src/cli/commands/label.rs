@@ -83,12 +83,47 @@ impl Progress {
         bar.set_position(done.max(rows_written) as u64);
         bar.set_message(format!("({failed} failed)"));
     }
+
+    /// Rows read back from a checkpoint and commits made, over partitions.
+    fn checkpoint_counts(&self) -> (usize, usize) {
+        let Some(exec) = self.0.as_ref().and_then(|p| p.downcast_ref::<ClipTtaExec>()) else {
+            return (0, 0);
+        };
+        let metrics = exec.live_metrics();
+        (metrics.iter().map(|m| m.rows_resumed.value()).sum(), metrics.iter().map(|m| m.commits.value()).sum())
+    }
+}
+
+/// Where `--out` sends the labels.
+enum Output {
+    /// One Parquet file, renamed into place when complete.
+    File(std::path::PathBuf),
+    /// A checkpoint directory: its part files are the labels.
+    Directory(std::path::PathBuf),
+}
+
+impl Output {
+    fn of(out: &std::path::Path) -> Self {
+        let text = out.to_string_lossy();
+        let is_file = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) && !text.ends_with('/') && !out.is_dir();
+        if is_file {
+            Self::File(out.to_path_buf())
+        } else {
+            Self::Directory(out.to_path_buf())
+        }
+    }
 }
 
 /// Runs the command.
 pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     let mut pairs = args.options.pairs.clone();
     pairs.extend(args.store_options.iter().map(|(k, v)| (k.clone(), OptionValue::Text(v.clone()))));
+    let output = Output::of(&args.out);
+    if let Output::Directory(dir) = &output {
+        if !pairs.iter().any(|(k, _)| k == "checkpoint_dir") {
+            pairs.push(("checkpoint_dir".to_string(), OptionValue::Text(dir.display().to_string())));
+        }
+    }
     let options = ClipTtaOptions::parse(&pairs).map_err(|errors| UsageError(errors.join("\n")))?;
     let location = ImageLocation::parse(&args.location).map_err(|e| UsageError(e.to_string()))?;
 
@@ -116,11 +151,19 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     let progress = Progress::find(&plan);
     let mut stream = execute_stream(plan, ctx.task_ctx())?;
 
-    let props = WriterProperties::builder()
-        .set_key_value_metadata(Some(metadata.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()))
-        .build();
-    let file = std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
+    // A file is written under a temporary name, so a killed run never leaves a truncated file
+    // where the result should be.
+    let mut writer = match &output {
+        Output::File(path) => {
+            let props = WriterProperties::builder()
+                .set_key_value_metadata(Some(metadata.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()))
+                .build();
+            let tmp = partial_path(path);
+            let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            Some((ArrowWriter::try_new(file, schema, Some(props))?, tmp, path.clone()))
+        }
+        Output::Directory(_) => None,
+    };
 
     let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images {per_sec} eta {eta} {msg}")?);
@@ -133,7 +176,9 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
             batch = stream.next() => match batch {
                 Some(batch) => {
                     let batch = batch?;
-                    writer.write(&batch)?;
+                    if let Some((w, _, _)) = writer.as_mut() {
+                        w.write(&batch)?;
+                    }
                     summary.add(&batch)?;
                 }
                 None => break,
@@ -143,8 +188,23 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
         progress.update(&bar, summary.rows);
     }
     progress.update(&bar, summary.rows);
-    writer.close()?;
+    if let Some((w, tmp, path)) = writer {
+        w.close()?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("cannot flush {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    }
     bar.finish_and_clear();
+    let (resumed, commits) = progress.checkpoint_counts();
     summary.print(&args.out);
+    if matches!(output, Output::Directory(_)) || commits > 0 || resumed > 0 {
+        println!("checkpoint: {resumed} rows resumed, {commits} commits in this run");
+    }
     Ok(())
+}
+
+/// Where a `.parquet` output is written until it is complete.
+fn partial_path(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".partial-{}", std::process::id()));
+    path.with_file_name(name)
 }

@@ -1,0 +1,179 @@
+//! Checkpointed jobs: a `cliptta label` killed (SIGKILL) at several points and run again ends
+//! with exactly the rows of a run that was never stopped; `COPY ... checkpoint_dir` replays its
+//! commits; a checkpoint of another job is refused naming what differs; a `.parquet` output
+//! never appears half-written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::util::pretty::pretty_format_batches;
+
+use crate::support::{session, tiny_model, write_lake};
+
+/// 100 images of the demo lake plus the test lake's good, corrupt, empty and oversized files,
+/// so commits fall inside chunks that hold failed rows.
+fn job_lake(dir: &Path) -> PathBuf {
+    let lake = dir.join("lake");
+    write_lake(&lake);
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/lake/images");
+    for i in 0..100 {
+        let name = format!("{i:04}.png");
+        std::fs::copy(demo.join(&name), lake.join(&name)).unwrap();
+    }
+    lake
+}
+
+fn label(lake: &Path, out: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cliptta"));
+    cmd.args([
+        "label",
+        lake.to_str().unwrap(),
+        "--out",
+        &format!("{}/", out.display()),
+        "--classes",
+        "cat,dog,bird",
+        "--model",
+        &tiny_model(),
+        "--adapt-batch-size",
+        "6",
+        "--checkpoint-every",
+        "2",
+        "--max-pixels",
+        "10000",
+        "--open-set",
+        "--quiet",
+    ]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+fn commits(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("manifest-p000.json")).map_or(0, |m| m.matches("\"seq\"").count())
+}
+
+/// Every row of a job directory's parts, in commit order, and their count.
+fn rows_of(dir: &Path) -> (usize, String) {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    parts.sort();
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    for part in parts {
+        let file = std::fs::File::open(&part).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        batches.extend(reader.map(|b| b.unwrap()));
+    }
+    (batches.iter().map(RecordBatch::num_rows).sum(), pretty_format_batches(&batches).unwrap().to_string())
+}
+
+fn wait(child: Child) -> std::process::Output {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+#[test]
+fn a_killed_job_resumes_to_the_same_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = job_lake(tmp.path());
+    let straight = tmp.path().join("straight");
+    wait(label(&lake, &straight).spawn().unwrap());
+    let expected = rows_of(&straight);
+    assert_eq!(expected.0, 111, "every input row once:\n{}", expected.1);
+
+    // Kill points: before any commit, then after 1, 3 and 6 commits (wherever the process is
+    // when the test sees the manifest reach that count).
+    let resumed = tmp.path().join("resumed");
+    let mut kills = 0;
+    for target in [0, 1, 3, 6] {
+        let mut child = label(&lake, &resumed).spawn().unwrap();
+        let started = Instant::now();
+        while commits(&resumed) < target && started.elapsed() < Duration::from_secs(60) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    assert!(kills >= 3, "the job finished before it could be killed");
+    let last = wait(label(&lake, &resumed).spawn().unwrap());
+    let stdout = String::from_utf8_lossy(&last.stdout);
+    assert!(stdout.contains("rows resumed"), "{stdout}");
+    assert_eq!(rows_of(&resumed), expected, "a resumed job must give the rows of an uninterrupted one");
+    // Only the last state is kept, and nothing half-written is left.
+    let names: Vec<String> = std::fs::read_dir(&resumed).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.iter().filter(|n| n.starts_with("state-") && n.ends_with(".safetensors")).count(), 1, "{names:?}");
+    assert!(!names.iter().any(|n| n.contains(".tmp-")), "{names:?}");
+
+    // A finished job run again reads everything back and commits nothing new.
+    let again = wait(label(&lake, &resumed).spawn().unwrap());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("checkpoint: 111 rows resumed, 0 commits in this run"), "{}", String::from_utf8_lossy(&again.stdout));
+    assert_eq!(rows_of(&resumed), expected);
+
+    // Another job in the same directory is refused, naming what differs.
+    let mut other = label(&lake, &resumed);
+    other.args(["--seed", "7"]);
+    let out = other.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("was made by a different job: method_config.seed: `42` in the checkpoint, `7` now; seed: `42` in the checkpoint, `7` now"), "{stderr}");
+}
+
+#[test]
+fn a_killed_parquet_output_is_never_half_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = job_lake(tmp.path());
+    let out = tmp.path().join("labels.parquet");
+    let cmd = label(&lake, &out);
+    // The same command with a file: `--out labels.parquet` (the helper adds a slash).
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut cmd = Command::new(cmd.get_program());
+    cmd.args(args.iter().map(|a| if a.ends_with("labels.parquet/") { a.trim_end_matches('/').to_string() } else { a.clone() }));
+    cmd.args(["--checkpoint-every", "1"]).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!out.exists(), "a killed run left {}", out.display());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_with_a_checkpoint_dir_replays_its_commits() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let lake = job_lake(tmp.path());
+    let checkpoint = tmp.path().join("checkpoint");
+    let ctx = session();
+    let run = |out: &str| {
+        format!(
+            "COPY (SELECT * FROM cliptta('{}', 'classes', 'cat,dog,bird', 'model', '{}', 'adapt_batch_size', 6, 'max_pixels', 10000, \
+             'checkpoint_dir', '{}', 'checkpoint_every', 3)) TO '{out}' STORED AS PARQUET",
+            lake.display(),
+            tiny_model(),
+            checkpoint.display()
+        )
+    };
+    let first = tmp.path().join("first.parquet").display().to_string();
+    let second = tmp.path().join("second.parquet").display().to_string();
+    ctx.sql(&run(&first)).await?.collect().await?;
+    let analyzed = ctx.sql(&format!("EXPLAIN ANALYZE {}", run(&second))).await?.collect().await?;
+    let analyzed = pretty_format_batches(&analyzed)?.to_string();
+    assert!(analyzed.contains("rows_resumed=111") && analyzed.contains("adapt_batches=0"), "{analyzed}");
+    let read = |p: &str| {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(p).unwrap()).unwrap().build().unwrap();
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        (batches.iter().map(RecordBatch::num_rows).sum::<usize>(), pretty_format_batches(&batches).unwrap().to_string())
+    };
+    let (rows, first_rows) = read(&first);
+    assert_eq!(rows, 111);
+    assert_eq!(read(&second).1, first_rows);
+    Ok(())
+}
