@@ -158,6 +158,9 @@ pub struct LabelArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Fail (exit 1) when the location lists no object, instead of warning.
+    #[arg(long)]
+    pub fail_on_empty: bool,
     /// Adaptation options.
     #[command(flatten)]
     pub options: TtaArgs,

@@ -93,6 +93,20 @@ impl ImageLocation {
         self.glob.is_some()
     }
 
+    /// For a local location (a path or `file://`), an error naming it when its directory or
+    /// file (the part before any glob) does not exist: a typo would otherwise list nothing and
+    /// label nothing. Other stores are not checked here (an empty prefix can be legitimate).
+    pub fn check_exists(&self) -> Result<()> {
+        if self.store_url.scheme() != "file" {
+            return Ok(());
+        }
+        let path = std::path::PathBuf::from(format!("/{}", self.prefix));
+        if path.exists() {
+            return Ok(());
+        }
+        Err(Error::Location { location: self.original.clone(), message: format!("{} does not exist", path.display()) })
+    }
+
     /// The full URL of an object in this location's store.
     pub fn object_url(&self, path: &Path) -> String {
         format!("{}{}", self.store_url, path)
@@ -116,6 +130,20 @@ fn split_glob(location: &str, has_scheme: bool) -> (&str, Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_local_location_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.png"), b"x").unwrap();
+        for ok in [dir.path().display().to_string(), format!("{}/*.png", dir.path().display()), format!("{}/a.png", dir.path().display())] {
+            ImageLocation::parse(&ok).unwrap().check_exists().unwrap();
+        }
+        let missing = format!("{}/nope/*.png", dir.path().display());
+        let err = ImageLocation::parse(&missing).unwrap().check_exists().unwrap_err().to_string();
+        assert_eq!(err, format!("invalid location `{missing}`: {}/nope does not exist", dir.path().display()));
+        // Object stores are not checked here.
+        ImageLocation::parse("s3://bucket/none/").unwrap().check_exists().unwrap();
+    }
 
     #[test]
     fn parses_urls_paths_and_globs() {

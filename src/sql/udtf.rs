@@ -98,7 +98,7 @@ impl TableFunctionImpl for ClipTtaFunction {
         let exprs = args.exprs();
         let location = string_arg("cliptta", "first argument (location)", exprs.first(), CLIPTTA_USAGE)?;
         let options = ClipTtaOptions::parse_for("cliptta", &key_values("cliptta", &exprs[1..])?)?;
-        let location = match ImageLocation::parse(&location) {
+        let location = match ImageLocation::parse(&location).and_then(|l| l.check_exists().map(|()| l)) {
             Ok(l) => l,
             Err(e) => return plan_err!("cliptta: {e}"),
         };

@@ -90,6 +90,26 @@ fn exit_codes() -> anyhow::Result<()> {
     assert!(text(&bad_option.stderr).contains("option `lr`: `fast` is not a positive number"), "{}", text(&bad_option.stderr));
     let missing_out = cliptta(&["label", "/tmp"]);
     assert_eq!(missing_out.status.code(), Some(2));
+    // A path that does not exist is a usage error naming it, not an empty result.
+    let nowhere = dir.path().join("nonexistent");
+    let missing = label(&nowhere, &out, &[]);
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing.stderr));
+    let want = format!("error: invalid location `{0}`: {0} does not exist", nowhere.display());
+    assert!(text(&missing.stderr).contains(&want), "{}", text(&missing.stderr));
+    let sql = cliptta(&["sql", &format!("SELECT count(*) FROM cliptta('{}', 'classes', 'a,b', 'model', '{}')", nowhere.display(), tiny_model())]);
+    assert_eq!(sql.status.code(), Some(1), "{}", text(&sql.stderr));
+    assert!(text(&sql.stderr).contains(&format!("cliptta: invalid location `{0}`: {0} does not exist", nowhere.display())), "{}", text(&sql.stderr));
+    // An existing place that lists nothing warns (an empty prefix can be legitimate), or fails
+    // with --fail-on-empty.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty)?;
+    let warned = label(&empty, &out, &[]);
+    assert!(warned.status.success(), "{}", text(&warned.stderr));
+    let warning = format!("warning: {} lists no object", empty.display());
+    assert!(text(&warned.stderr).contains(&warning) && text(&warned.stdout).contains(&warning), "{}{}", text(&warned.stdout), text(&warned.stderr));
+    let refused = label(&empty, &dir.path().join("y.parquet"), &["--fail-on-empty"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains(&format!("{} lists no object (--fail-on-empty)", empty.display())), "{}", text(&refused.stderr));
     let failure = cliptta(&["sql", "SELECT * FROM no_such_table"]);
     assert_eq!(failure.status.code(), Some(1), "{}", text(&failure.stderr));
     assert!(text(&failure.stderr).contains("no_such_table"), "{}", text(&failure.stderr));

@@ -125,11 +125,20 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
         }
     }
     let options = ClipTtaOptions::parse(&pairs).map_err(|errors| UsageError(errors.join("\n")))?;
-    let location = ImageLocation::parse(&args.location).map_err(|e| UsageError(e.to_string()))?;
+    let location = ImageLocation::parse(&args.location)
+        .and_then(|l| l.check_exists().map(|()| l))
+        .map_err(|e| UsageError(e.to_string()))?;
 
     let ctx = session();
     let store = resolve_store(&ctx.runtime_env(), &location, &options.store_options)?;
     let total = list_objects(&store, &location, options.order()).await?.len();
+    let empty = (total == 0).then(|| format!("{} lists no object", location.original()));
+    if let Some(message) = &empty {
+        if args.fail_on_empty {
+            anyhow::bail!("{message} (--fail-on-empty)");
+        }
+        eprintln!("warning: {message}");
+    }
     let model_store = resolve_model_store(&ctx.runtime_env(), &options)?;
     let model_dir = model_dir(&options, model_store.as_ref()).await?;
     let load = LoadOptions { device: options.device, ..LoadOptions::default() };
@@ -196,6 +205,9 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let (resumed, commits) = progress.checkpoint_counts();
     summary.print(&args.out);
+    if let Some(message) = &empty {
+        println!("warning: {message}");
+    }
     if matches!(output, Output::Directory(_)) || commits > 0 || resumed > 0 {
         println!("checkpoint: {resumed} rows resumed, {commits} commits in this run");
     }
