@@ -19,6 +19,15 @@ pub struct ImageLocation {
 
 const GLOB_CHARS: &[char] = &['*', '?', '[', '{'];
 
+/// The file extensions listed under a directory or prefix (compared case-insensitively).
+pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
+/// Whether `path` has one of [`IMAGE_EXTENSIONS`]. The content decides the format when the
+/// image is decoded; the extension only decides what a directory lists.
+pub fn is_image_path(path: &Path) -> bool {
+    path.extension().is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
 impl ImageLocation {
     /// Parses a URL (`scheme://...`) or a local path (absolute, or relative to the working
     /// directory). Does no I/O.
@@ -83,9 +92,14 @@ impl ImageLocation {
         &self.prefix
     }
 
-    /// Whether an object path is selected (always true without a glob).
+    /// Whether an object path is listed: what the glob matches, or, under a directory or prefix
+    /// without one, image files only ([`is_image_path`]), so a lake's `labels.csv` or README
+    /// does not become a failed row. A glob lists everything it matches (`dir/**` for all).
     pub fn matches(&self, path: &Path) -> bool {
-        self.glob.as_ref().is_none_or(|g| g.is_match(path.as_ref()))
+        match &self.glob {
+            Some(g) => g.is_match(path.as_ref()),
+            None => is_image_path(path),
+        }
     }
 
     /// Whether the location has a glob.
@@ -130,6 +144,16 @@ fn split_glob(location: &str, has_scheme: bool) -> (&str, Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_list_images_and_globs_list_what_they_match() {
+        let dir = ImageLocation::parse("memory:///lake").unwrap();
+        for (name, listed) in [("lake/a.png", true), ("lake/b.JPG", true), ("lake/c.TiFF", true), ("lake/labels.csv", false), ("lake/README", false)] {
+            assert_eq!(dir.matches(&Path::from(name)), listed, "{name}");
+        }
+        let all = ImageLocation::parse("memory:///lake/**").unwrap();
+        assert!(all.matches(&Path::from("lake/labels.csv")));
+    }
 
     #[test]
     fn a_local_location_must_exist() {

@@ -39,7 +39,7 @@ const EXPECTED_LAKE: &str = "\
 | empty.png     | decode_error |          | false    |
 | f.jpg         | ok           | true     | true     |
 | huge.png      | too_large    |          | false    |
-| notes.txt     | decode_error |          | false    |
+| notes.jpg     | decode_error |          | false    |
 | truncated.png | decode_error |          | false    |
 +---------------+--------------+----------+----------+";
 

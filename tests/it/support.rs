@@ -66,7 +66,8 @@ pub fn lake_files() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ("corrupt.jpg", corrupt, "decode_error"),
         ("empty.png", Vec::new(), "decode_error"),
         ("huge.png", image_bytes(200, 100, 1, Png), "too_large"),
-        ("notes.txt", b"not an image\n".to_vec(), "decode_error"),
+        // An HTML error page saved under an image name: listed, and a decode error.
+        ("notes.jpg", b"<html><body>404 Not Found</body></html>\n".to_vec(), "decode_error"),
         ("truncated.png", png[..png.len() / 2].to_vec(), "decode_error"),
     ]
 }
@@ -77,6 +78,9 @@ pub fn write_lake(dir: &std::path::Path) {
     for (name, bytes, _) in lake_files() {
         std::fs::write(dir.join(name), bytes).expect("lake file");
     }
+    // Not images: a directory does not list them (no row).
+    std::fs::write(dir.join("labels.csv"), "path,label\na.png,cat\n").expect("lake file");
+    std::fs::write(dir.join("README"), "a test lake\n").expect("lake file");
 }
 
 /// An S3 API server (s3s-fs over `root`, one bucket per top-level directory) on a free loopback
