@@ -160,6 +160,7 @@ impl ClipTtaPhysicalCodec {
         let config = ListingConfig {
             location: absolute_location(listing.location().original())?,
             shuffle_seed: order_to_wire(listing.order()),
+            extensions: listing.location().extensions().clone(),
             partitions: listing.partitions(),
             store_options: listing.store_options().to_vec(),
         };
@@ -190,7 +191,7 @@ impl ClipTtaPhysicalCodec {
         let [ids] = inputs else {
             return plan_err!("cliptta: ImageListingExec needs one input (its partition ids), the plan has {}", inputs.len());
         };
-        let location = ImageLocation::parse(&config.location)?;
+        let location = ImageLocation::parse(&config.location)?.with_extensions(config.extensions);
         let store = resolve_store(&ctx.runtime_env(), &location, &config.store_options)?;
         let listing = ImageListingExec::try_with_ids(location, store, order_from_wire(config.shuffle_seed), config.partitions, ids.clone())?
             .with_store_options(config.store_options);

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::model::ClipModel;
-use crate::source::{ListingOrder, ModelLocation};
+use crate::source::{Extensions, ListingOrder, ModelLocation};
 use crate::sql::{ClipTtaOptions, Reset};
 
 /// First bytes of every payload, so our codec can tell its nodes from Ballista's.
@@ -264,6 +264,8 @@ pub struct ListingConfig {
     pub location: String,
     /// The shuffle seed, or `None` for path order.
     pub shuffle_seed: Option<u64>,
+    /// What a directory or prefix lists.
+    pub extensions: Extensions,
     /// The number of partitions the lake is split into (which of them a task lists comes
     /// from the node's input, its partition ids).
     pub partitions: usize,

@@ -1,4 +1,5 @@
-//! Decoding raw bytes (JPEG, PNG, WebP, GIF, BMP, TIFF) under explicit limits.
+//! Decoding raw bytes (JPEG, PNG, WebP, GIF, BMP, TIFF) under explicit limits, by content
+//! (not extension), with EXIF orientation applied; an animated GIF gives its first frame.
 //!
 //! Every failure is a typed [`Error`]: [`Error::TooLarge`] when a limit is exceeded (checked
 //! before the pixels are allocated), [`Error::Decode`] for empty, unknown, corrupt or truncated
@@ -7,6 +8,7 @@
 
 use std::io::Cursor;
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
 use super::preprocess::preprocess;
@@ -53,10 +55,15 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage> {
     // Four bytes a pixel (RGBA8) plus headroom for decoders that keep a second buffer.
     decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(1 << 20));
     reader.limits(decoder_limits);
-    let decoder = reader.into_decoder().map_err(image_error)?;
+    let mut decoder = reader.into_decoder().map_err(image_error)?;
     let (w, h) = decoder.dimensions();
     check_dimensions(w, h, limits)?;
-    DynamicImage::from_decoder(decoder).map_err(image_error)
+    // EXIF orientation is applied before resizing, as PIL's `exif_transpose` does; an
+    // unreadable EXIF block leaves the image as stored rather than failing the row.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(image_error)?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 /// Decodes and applies CLIP preprocessing: `3 * crop * crop` floats, channel-major.

@@ -13,6 +13,7 @@ use fast_image_resize::images::{Image as ResizeImage, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, GenericImageView};
 
+use super::pixels::{clip_pixels, Pixels};
 use crate::error::{Error, Result};
 use crate::model::PreprocessorConfig;
 
@@ -25,11 +26,7 @@ pub fn preprocess(img: &DynamicImage, cfg: &PreprocessorConfig) -> Result<Vec<f3
     if w == 0 || h == 0 {
         return Err(Error::InvalidInput(format!("image has no pixels ({w}x{h})")));
     }
-    let (pixels, channels): (Cow<[u8]>, usize) = match img {
-        DynamicImage::ImageLuma8(gray) => (Cow::Borrowed(gray.as_raw().as_slice()), 1),
-        DynamicImage::ImageRgb8(rgb) => (Cow::Borrowed(rgb.as_raw().as_slice()), 3),
-        other => (Cow::Owned(other.to_rgb8().into_raw()), 3),
-    };
+    let Pixels { data: pixels, channels } = clip_pixels(img);
     let (pixels, w, h) = match resized_size(w, h, cfg) {
         Some((nw, nh)) => (Cow::Owned(resize(&pixels, channels, (w, h), (nw, nh))?), nw, nh),
         None => (pixels, w, h),

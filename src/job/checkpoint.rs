@@ -32,6 +32,8 @@ pub struct Resume {
     pub commits: usize,
     /// Whether the partition was already complete.
     pub complete: bool,
+    /// The identity of the input row at `position - 1` when it was committed.
+    pub last_row: Option<String>,
 }
 
 /// One partition's checkpoint: reads what was committed, commits more.
@@ -73,6 +75,7 @@ impl Checkpoint {
             adapt_batches: manifest.commits.last().map_or(0, |c| c.adapt_batches),
             commits: manifest.commits.len(),
             complete: manifest.complete,
+            last_row: manifest.commits.last().and_then(|c| c.last_row.clone()),
         };
         let checkpoint = Self { dir: dir.to_path_buf(), manifest, schema };
         checkpoint.remove_uncommitted()?;
@@ -117,8 +120,17 @@ impl Checkpoint {
     }
 
     /// Commits `batches` (the rows since the last commit, possibly none) with the adapter state
-    /// after them; `position` is the input rows done, `complete` whether the input ended.
-    pub fn commit(&mut self, batches: &[RecordBatch], adapter: Option<&Adapter>, position: u64, adapt_batches: u64, complete: bool) -> Result<Commit> {
+    /// after them; `position` is the input rows done (the last of them identified by
+    /// `last_row`), `complete` whether the input ended.
+    pub fn commit(
+        &mut self,
+        batches: &[RecordBatch],
+        adapter: Option<&Adapter>,
+        position: u64,
+        last_row: Option<String>,
+        adapt_batches: u64,
+        complete: bool,
+    ) -> Result<Commit> {
         let p = self.manifest.partition;
         let seq = self.manifest.commits.last().map_or(0, |c| c.seq + 1);
         let part = name("part", p, Some(seq), "parquet");
@@ -150,7 +162,7 @@ impl Checkpoint {
             None => None,
         };
         let previous_state = self.manifest.commits.last().and_then(|c| c.state.clone());
-        let commit = Commit { seq, part, rows: rows as u64, position, adapt_batches, state };
+        let commit = Commit { seq, part, rows: rows as u64, position, adapt_batches, state, last_row };
         self.manifest.commits.push(commit.clone());
         self.manifest.complete = complete;
         self.manifest.write(&self.dir.join(name("manifest", p, None, "json")))?;
@@ -161,6 +173,16 @@ impl Checkpoint {
             let _ = std::fs::remove_file(old);
         }
         Ok(commit)
+    }
+
+    /// The checkpoint directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Input rows done by the commits so far.
+    pub fn position(&self) -> u64 {
+        self.manifest.position()
     }
 
     /// Commits so far.

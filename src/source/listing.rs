@@ -19,13 +19,24 @@ pub enum ListingOrder {
     Listing,
 }
 
-/// Lists the objects under `location` that match its glob, ordered by `order`. A location that
-/// names one object (no glob, nothing under it as a prefix) lists that object.
-pub async fn list_objects(store: &Arc<dyn ObjectStore>, location: &ImageLocation, order: ListingOrder) -> Result<Vec<ObjectMeta>> {
+/// What a listing found.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The listed objects, in the listing order.
+    pub objects: Vec<ObjectMeta>,
+    /// Objects under the prefix that the glob or the extensions left out, sorted by path.
+    pub skipped: Vec<ObjectMeta>,
+}
+
+/// Lists the objects under `location` that match its glob (or, without one, its extensions),
+/// ordered by `order`. A location that names one object (no glob, nothing under it as a
+/// prefix) lists that object, whatever its extension.
+pub async fn list_objects(store: &Arc<dyn ObjectStore>, location: &ImageLocation, order: ListingOrder) -> Result<Listing> {
     let prefix = location.prefix();
     let prefix = if prefix.as_ref().is_empty() { None } else { Some(prefix) };
-    let mut objects: Vec<ObjectMeta> = store.list(prefix).try_filter(|m| futures::future::ready(location.matches(&m.location))).try_collect().await?;
-    if objects.is_empty() && !location.has_glob() {
+    let all: Vec<ObjectMeta> = store.list(prefix).try_collect().await?;
+    let (mut objects, mut skipped): (Vec<ObjectMeta>, Vec<ObjectMeta>) = all.into_iter().partition(|m| location.matches(&m.location));
+    if objects.is_empty() && skipped.is_empty() && !location.has_glob() {
         if let Some(p) = prefix {
             match store.head(p).await {
                 Ok(meta) => objects.push(meta),
@@ -35,10 +46,11 @@ pub async fn list_objects(store: &Arc<dyn ObjectStore>, location: &ImageLocation
         }
     }
     objects.sort_by(|a, b| a.location.cmp(&b.location));
+    skipped.sort_by(|a, b| a.location.cmp(&b.location));
     if let ListingOrder::Shuffle(seed) = order {
         objects.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
     }
-    Ok(objects)
+    Ok(Listing { objects, skipped })
 }
 
 #[cfg(test)]
@@ -50,18 +62,25 @@ mod tests {
     #[tokio::test]
     async fn lists_filters_and_orders() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        for name in ["imgs/a.png", "imgs/b.jpg", "imgs/sub/c.png", "other/d.png"] {
+        for name in ["imgs/a.png", "imgs/b.jpg", "imgs/sub/c.png", "imgs/labels.csv", "other/d.png"] {
             store.put(&Path::from(name), vec![1u8].into()).await.unwrap();
         }
-        let names = |v: Vec<ObjectMeta>| v.into_iter().map(|m| m.location.to_string()).collect::<Vec<_>>();
-        let all = ImageLocation::parse("memory:///imgs").unwrap();
-        assert_eq!(names(list_objects(&store, &all, ListingOrder::Listing).await.unwrap()), ["imgs/a.png", "imgs/b.jpg", "imgs/sub/c.png"]);
-        let png = ImageLocation::parse("memory:///imgs/**/*.png").unwrap();
-        assert_eq!(names(list_objects(&store, &png, ListingOrder::Listing).await.unwrap()), ["imgs/a.png", "imgs/sub/c.png"]);
-        let one = ImageLocation::parse("memory:///imgs/b.jpg").unwrap();
-        assert_eq!(names(list_objects(&store, &one, ListingOrder::Listing).await.unwrap()), ["imgs/b.jpg"]);
-        let a = names(list_objects(&store, &all, ListingOrder::Shuffle(7)).await.unwrap());
-        let b = names(list_objects(&store, &all, ListingOrder::Shuffle(7)).await.unwrap());
+        let names = |v: &[ObjectMeta]| v.iter().map(|m| m.location.to_string()).collect::<Vec<_>>();
+        let list = |location: &'static str, order| {
+            let store = store.clone();
+            async move {
+                let l = list_objects(&store, &ImageLocation::parse(location).unwrap(), order).await.unwrap();
+                (names(&l.objects), names(&l.skipped))
+            }
+        };
+        assert_eq!(list("memory:///imgs", ListingOrder::Listing).await, (vec!["imgs/a.png", "imgs/b.jpg", "imgs/sub/c.png"].into_iter().map(String::from).collect(), vec!["imgs/labels.csv".to_string()]));
+        let (png, skipped) = list("memory:///imgs/**/*.png", ListingOrder::Listing).await;
+        assert_eq!((png, skipped), (vec!["imgs/a.png".to_string(), "imgs/sub/c.png".into()], vec!["imgs/b.jpg".to_string(), "imgs/labels.csv".into()]));
+        assert_eq!(list("memory:///imgs/b.jpg", ListingOrder::Listing).await.0, ["imgs/b.jpg"]);
+        // A location naming one object lists it whatever its extension.
+        assert_eq!(list("memory:///imgs/labels.csv", ListingOrder::Listing).await.0, ["imgs/labels.csv"]);
+        let a = list("memory:///imgs", ListingOrder::Shuffle(7)).await.0;
+        let b = list("memory:///imgs", ListingOrder::Shuffle(7)).await.0;
         assert_eq!(a, b);
         assert_eq!(a.len(), 3);
     }

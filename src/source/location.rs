@@ -1,5 +1,8 @@
 //! Parsing a user's location string into a store URL, a listing prefix and an optional glob.
 
+use std::fmt;
+use std::str::FromStr;
+
 use globset::{GlobBuilder, GlobMatcher};
 use object_store::path::Path;
 use url::Url;
@@ -15,17 +18,66 @@ pub struct ImageLocation {
     store_url: Url,
     prefix: Path,
     glob: Option<GlobMatcher>,
+    extensions: Extensions,
 }
 
 const GLOB_CHARS: &[char] = &['*', '?', '[', '{'];
 
-/// The file extensions listed under a directory or prefix (compared case-insensitively).
+/// The file extensions a directory or prefix lists by default (compared case-insensitively).
 pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
 
-/// Whether `path` has one of [`IMAGE_EXTENSIONS`]. The content decides the format when the
-/// image is decoded; the extension only decides what a directory lists.
-pub fn is_image_path(path: &Path) -> bool {
-    path.extension().is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+/// Which objects under a directory or prefix are listed, by file extension (the `extensions`
+/// option). The content decides the format when an image is decoded; the extension only
+/// decides what is listed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Extensions {
+    /// Every object (`'*'`).
+    All,
+    /// Objects whose extension is one of these (lower case, no dot), in any case.
+    Only(Vec<String>),
+}
+
+impl Default for Extensions {
+    /// [`IMAGE_EXTENSIONS`].
+    fn default() -> Self {
+        Self::Only(IMAGE_EXTENSIONS.iter().map(|e| e.to_string()).collect())
+    }
+}
+
+impl Extensions {
+    /// Whether `path` is listed.
+    pub fn matches(&self, path: &Path) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(list) => path.extension().is_some_and(|e| list.iter().any(|x| x.eq_ignore_ascii_case(e))),
+        }
+    }
+}
+
+impl FromStr for Extensions {
+    type Err = String;
+
+    /// `*`, or a comma-separated list (`jpg, .PNG`: dots and case do not matter).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "*" {
+            return Ok(Self::All);
+        }
+        let list: Vec<String> = s.split(',').map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase()).collect();
+        if let Some(bad) = list.iter().find(|e| e.is_empty() || e.contains(['/', '*', '.'])) {
+            return Err(format!("`{bad}` is not a file extension (write e.g. `jpg,png`, or `*` for every object)"));
+        }
+        Ok(Self::Only(list))
+    }
+}
+
+impl fmt::Display for Extensions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::All => f.write_str("*"),
+            Self::Only(list) => f.write_str(&list.join(",")),
+        }
+    }
 }
 
 impl ImageLocation {
@@ -73,7 +125,19 @@ impl ImageLocation {
                 Some(glob.compile_matcher())
             }
         };
-        Ok(Self { original: trimmed.to_string(), store_url, prefix, glob })
+        Ok(Self { original: trimmed.to_string(), store_url, prefix, glob, extensions: Extensions::default() })
+    }
+
+    /// The location listing `extensions` under a directory or prefix (a glob lists what it
+    /// matches, whatever the extension).
+    pub fn with_extensions(mut self, extensions: Extensions) -> Self {
+        self.extensions = extensions;
+        self
+    }
+
+    /// What a directory or prefix lists.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
     }
 
     /// The location as the user wrote it.
@@ -93,12 +157,12 @@ impl ImageLocation {
     }
 
     /// Whether an object path is listed: what the glob matches, or, under a directory or prefix
-    /// without one, image files only ([`is_image_path`]), so a lake's `labels.csv` or README
-    /// does not become a failed row. A glob lists everything it matches (`dir/**` for all).
+    /// without one, the [`Extensions`] (image files by default), so a lake's `labels.csv` or
+    /// README does not become a failed row. A glob lists everything it matches (`dir/**` for all).
     pub fn matches(&self, path: &Path) -> bool {
         match &self.glob {
             Some(g) => g.is_match(path.as_ref()),
-            None => is_image_path(path),
+            None => self.extensions.matches(path),
         }
     }
 
@@ -153,6 +217,15 @@ mod tests {
         }
         let all = ImageLocation::parse("memory:///lake/**").unwrap();
         assert!(all.matches(&Path::from("lake/labels.csv")));
+        let csv = dir.clone().with_extensions(".CSV, txt".parse().unwrap());
+        assert!(csv.matches(&Path::from("lake/labels.csv")) && !csv.matches(&Path::from("lake/a.png")));
+        let every = dir.with_extensions("*".parse().unwrap());
+        assert!(every.matches(&Path::from("lake/README")));
+        assert_eq!(Extensions::default().to_string(), IMAGE_EXTENSIONS.join(","));
+        assert_eq!("*".parse::<Extensions>().unwrap().to_string(), "*");
+        for bad in ["", "jpg,,png", "*.jpg", "a/b"] {
+            assert!(bad.parse::<Extensions>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -17,8 +17,8 @@ mod store;
 
 pub use default_model::{default_model_dir, materialise_in, DEFAULT_MODEL_CLASSES, MODEL_ENV};
 pub use fetch::{fetch, FetchOptions};
-pub use listing::{list_objects, ListingOrder};
-pub use location::{is_image_path, ImageLocation, IMAGE_EXTENSIONS};
+pub use listing::{list_objects, Listing, ListingOrder};
+pub use location::{Extensions, ImageLocation, IMAGE_EXTENSIONS};
 pub use model::{cache_root, fetch_model, model_cache_dir, ModelLocation, MODEL_FILES};
 pub use partition::partition_of;
 pub use store::{build_store, check_store_options, is_store_option, store_options_for};

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
 use object_store::ObjectStore;
+use sha2::{Digest, Sha256};
 
 /// Where a row's image comes from.
 #[derive(Debug, Clone)]
@@ -34,6 +37,26 @@ impl ImageSource {
             (ImageSource::Bytes { column }, true) => Some(*column),
             _ => None,
         }
+    }
+
+    /// What identifies row `row` of `batch` for a checkpoint: its location, or a digest of its
+    /// image bytes (`None` for a null or a row out of range).
+    pub fn row_identity(&self, batch: &RecordBatch, row: usize) -> Option<String> {
+        let (ImageSource::Bytes { column } | ImageSource::Location { column, .. }) = self;
+        let array = batch.columns().get(*column)?;
+        if row >= array.len() || array.is_null(row) {
+            return None;
+        }
+        let bytes: &[u8] = match array.data_type() {
+            DataType::Utf8 => return Some(array.as_string::<i32>().value(row).to_string()),
+            DataType::LargeUtf8 => return Some(array.as_string::<i64>().value(row).to_string()),
+            DataType::Utf8View => return Some(array.as_string_view().value(row).to_string()),
+            DataType::Binary => array.as_binary::<i32>().value(row),
+            DataType::LargeBinary => array.as_binary::<i64>().value(row),
+            DataType::BinaryView => array.as_binary_view().value(row),
+            _ => return None,
+        };
+        Some(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
     }
 
     /// The store the rows' locations point into (none for bytes in a column).

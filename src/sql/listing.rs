@@ -25,6 +25,7 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
@@ -61,6 +62,7 @@ pub struct ImageListingExec {
     ids: Arc<dyn ExecutionPlan>,
     store_options: Vec<(String, String)>,
     cache: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl ImageListingExec {
@@ -89,7 +91,7 @@ impl ImageListingExec {
             return plan_err!("cliptta: the input of ImageListingExec must be one non-null UInt32 column `partition`, got {}", ids.schema());
         }
         let cache = Self::compute_properties(&ids);
-        Ok(Self { location, store, order, partitions, ids, store_options: Vec::new(), cache: Arc::new(cache) })
+        Ok(Self { location, store, order, partitions, ids, store_options: Vec::new(), cache: Arc::new(cache), metrics: ExecutionPlanMetricsSet::new() })
     }
 
     fn compute_properties(ids: &Arc<dyn ExecutionPlan>) -> PlanProperties {
@@ -138,10 +140,17 @@ impl DisplayAs for ImageListingExec {
         };
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
-                write!(f, "ImageListingExec: location={}, order={order}, partitions={}", self.location.original(), self.partitions)
+                write!(
+                    f,
+                    "ImageListingExec: location={}, extensions={}, order={order}, partitions={}",
+                    self.location.original(),
+                    self.location.extensions(),
+                    self.partitions
+                )
             }
             DisplayFormatType::TreeRender => {
                 writeln!(f, "location={}", self.location.original())?;
+                writeln!(f, "extensions={}", self.location.extensions())?;
                 writeln!(f, "order={order}")
             }
         }
@@ -187,6 +196,10 @@ impl ExecutionPlan for ImageListingExec {
         vec![false]
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
     }
@@ -206,15 +219,22 @@ impl ExecutionPlan for ImageListingExec {
         let batch_size = context.session_config().batch_size().max(1);
         let ids = self.ids.execute(partition, context)?;
         let (location, store, order, partitions) = (self.location.clone(), self.store.clone(), self.order, self.partitions);
+        let listed = MetricBuilder::new(&self.metrics).counter("objects_listed", partition);
+        let skipped = MetricBuilder::new(&self.metrics).counter("objects_skipped", partition);
         let out_schema = schema.clone();
         let batches = futures::stream::once(async move {
             let wanted = read_ids(&ids.try_collect::<Vec<_>>().await?, partitions)?;
             if wanted.is_empty() {
                 return Ok(futures::stream::iter(Vec::new()));
             }
-            let objects = list_objects(&store, &location, order).await?;
+            let listing = list_objects(&store, &location, order).await?;
             let prefix = location.prefix();
-            let mine: Vec<_> = objects.into_iter().filter(|m| wanted.contains(&partition_of(prefix, &m.location, partitions))).collect();
+            let in_partition = |m: &object_store::ObjectMeta| wanted.contains(&partition_of(prefix, &m.location, partitions));
+            // Each skipped object is counted by the partition it would belong to, so the sum
+            // over partitions is the lake's count.
+            skipped.add(listing.skipped.iter().filter(|m| in_partition(m)).count());
+            let mine: Vec<_> = listing.objects.into_iter().filter(|m| in_partition(m)).collect();
+            listed.add(mine.len());
             let mut out = Vec::new();
             for chunk in mine.chunks(batch_size) {
                 let urls = StringArray::from_iter_values(chunk.iter().map(|m| location.object_url(&m.location)));

@@ -11,7 +11,7 @@ use datafusion::common::{plan_err, Result as DfResult};
 
 use crate::image::DecodeLimits;
 use crate::model::{DeviceSpec, DEFAULT_TEMPLATE};
-use crate::source::{default_model_dir, is_store_option, FetchOptions, ListingOrder, ModelLocation, MODEL_ENV};
+use crate::source::{default_model_dir, is_store_option, Extensions, FetchOptions, ListingOrder, ModelLocation, MODEL_ENV};
 pub use crate::tta::Reset;
 use crate::tta::{Method, MethodConfig};
 
@@ -67,6 +67,8 @@ pub struct ClipTtaOptions {
     pub shuffle: bool,
     /// Seed of the listing shuffle and the memory sampler.
     pub seed: u64,
+    /// What a lake's directory or prefix lists, by file extension.
+    pub extensions: Extensions,
     /// Emit the `probs` column.
     pub emit_probs: bool,
     /// Emit the `embedding` column.
@@ -358,6 +360,20 @@ pub const OPTIONS: &[OptionDef] = &[
         show: |o| some(o.seed),
     },
     OptionDef {
+        name: "extensions",
+        kind: "list|*",
+        doc: "file extensions a lake's directory or prefix lists (any case; `*` lists every object; a glob lists what it matches)",
+        apply: |o, v| {
+            let joined = match v {
+                OptionValue::Text(s) => s.clone(),
+                OptionValue::List(items) => items.join(","),
+            };
+            o.extensions = joined.parse()?;
+            Ok(())
+        },
+        show: |o| some(&o.extensions),
+    },
+    OptionDef {
         name: "emit_probs",
         kind: "boolean",
         doc: "add a `probs` column (class probabilities)",
@@ -509,6 +525,7 @@ impl ClipTtaOptions {
             reset: Reset::Never,
             shuffle: true,
             seed: 42,
+            extensions: Extensions::default(),
             emit_probs: false,
             emit_embedding: false,
             max_bytes: limits.max_bytes,
@@ -672,7 +689,7 @@ impl ClipTtaOptions {
 
     /// The settings that change results, as `key=value` text for run records.
     pub fn describe(&self) -> Vec<(String, String)> {
-        let recorded = ["classes", "templates", "method", "open_set", "adapt_batch_size", "reset", "order", "seed"];
+        let recorded = ["classes", "templates", "method", "open_set", "adapt_batch_size", "reset", "order", "seed", "extensions"];
         let mut v: Vec<(String, String)> = recorded
             .iter()
             .filter_map(|name| option(name))

@@ -49,6 +49,11 @@ pub struct ClipTtaProvider {
 impl ClipTtaProvider {
     /// A provider over `source` (no I/O).
     pub fn try_new(source: ProviderSource, mut options: ClipTtaOptions) -> Result<Self> {
+        // A lake lists what the `extensions` option says.
+        let source = match source {
+            ProviderSource::Lake(location) => ProviderSource::Lake(location.with_extensions(options.extensions.clone())),
+            table => table,
+        };
         if options.lake.is_none() {
             options.lake = Some(match &source {
                 ProviderSource::Lake(location) => location.original().to_string(),

@@ -78,6 +78,10 @@ struct Job {
     emitted: u64,
     /// Input rows still to skip (committed before this run).
     skip: u64,
+    /// The identity of the last input row the checkpoint holds, checked when skipping ends.
+    resumed_last_row: Option<String>,
+    /// The identity of the last input row emitted.
+    last_row: Option<String>,
     /// Adaptation batches so far, including those before a resume.
     adapt_batches: u64,
     /// The checkpoint was complete when this run opened it.
@@ -229,6 +233,8 @@ impl ClipTtaStream {
             uncommitted: Vec::new(),
             emitted: resume.rows,
             skip: resume.position,
+            resumed_last_row: resume.last_row.clone(),
+            last_row: resume.last_row,
             adapt_batches: resume.adapt_batches,
             was_complete: resume.complete,
         });
@@ -241,8 +247,9 @@ impl ClipTtaStream {
             return Ok(());
         }
         while let Some(chunk) = self.reorder.pop_decided_prefix() {
+            let last = self.last_row_of(&chunk);
             let batch = self.build_output(chunk)?;
-            self.push_output(batch);
+            self.push_output(batch, last);
         }
         let (Some(mut job), Some(running)) = (self.job.take(), self.running.as_ref()) else {
             return Ok(());
@@ -256,7 +263,7 @@ impl ClipTtaStream {
         let batches = std::mem::take(&mut job.uncommitted);
         let job = tokio::task::spawn_blocking(move || -> crate::Result<Job> {
             let adapter = adapter.lock().unwrap_or_else(PoisonError::into_inner);
-            job.checkpoint.commit(&batches, Some(&adapter), job.emitted, job.adapt_batches, last)?;
+            job.checkpoint.commit(&batches, Some(&adapter), job.emitted, job.last_row.clone(), job.adapt_batches, last)?;
             Ok(job)
         })
         .await
@@ -266,9 +273,12 @@ impl ClipTtaStream {
         Ok(())
     }
 
-    fn push_output(&mut self, batch: RecordBatch) {
+    fn push_output(&mut self, batch: RecordBatch, last_row: Option<String>) {
         if let Some(job) = &mut self.job {
             job.emitted += batch.num_rows() as u64;
+            if batch.num_rows() > 0 {
+                job.last_row = last_row;
+            }
             job.uncommitted.push(batch.clone());
         }
         self.ready.push_back(batch);
@@ -289,14 +299,28 @@ impl ClipTtaStream {
                 Some(batch) => {
                     let batch = batch?;
                     // Rows a checkpoint already holds.
-                    let skip = self.job.as_mut().map_or(0, |job| {
-                        let n = job.skip.min(batch.num_rows() as u64);
-                        job.skip -= n;
-                        n as usize
-                    });
+                    let skip = match self.job.as_mut() {
+                        Some(job) if job.skip > 0 => {
+                            let n = job.skip.min(batch.num_rows() as u64);
+                            job.skip -= n;
+                            if job.skip == 0 {
+                                check_resumed_row(job, &self.source, &batch, n as usize)?;
+                            }
+                            n as usize
+                        }
+                        _ => 0,
+                    };
                     self.current = Some((batch, skip));
                 }
-                None => return Ok(None),
+                None => {
+                    if let Some(job) = self.job.as_ref().filter(|j| j.skip > 0) {
+                        return Err(DataFusionError::External(Box::new(crate::Error::CheckpointMismatch {
+                            dir: job.checkpoint.dir().to_path_buf(),
+                            differences: vec![format!("the input ended {} rows before the checkpoint's position (was the lake modified?)", job.skip)],
+                        })));
+                    }
+                    return Ok(None);
+                }
             }
         }
     }
@@ -363,10 +387,17 @@ impl ClipTtaStream {
 
     fn emit_completed(&mut self) -> Result<()> {
         while let Some(chunk) = self.reorder.pop_complete() {
+            let last = self.last_row_of(&chunk);
             let batch = self.build_output(chunk)?;
-            self.push_output(batch);
+            self.push_output(batch, last);
         }
         Ok(())
+    }
+
+    /// The identity of a chunk's last input row, when a checkpoint needs it.
+    fn last_row_of(&self, chunk: &WaitingChunk) -> Option<String> {
+        let rows = chunk.batch.num_rows();
+        (self.job.is_some() && rows > 0).then(|| self.source.row_identity(&chunk.batch, rows - 1)).flatten()
     }
 
     fn build_output(&self, chunk: WaitingChunk) -> Result<RecordBatch> {
@@ -403,4 +434,24 @@ impl ClipTtaStream {
             .map_err(|e| DataFusionError::External(Box::new(e)))??;
         Ok(())
     }
+}
+
+/// After skipping a checkpoint's rows: the last skipped row (`batch[skipped - 1]`) must be the
+/// row the checkpoint recorded, or the input changed under it.
+fn check_resumed_row(job: &Job, source: &ImageSource, batch: &RecordBatch, skipped: usize) -> Result<()> {
+    let Some(want) = job.resumed_last_row.as_deref() else {
+        return Ok(());
+    };
+    let now = skipped.checked_sub(1).and_then(|row| source.row_identity(batch, row));
+    if now.as_deref() == Some(want) {
+        return Ok(());
+    }
+    Err(DataFusionError::External(Box::new(crate::Error::CheckpointMismatch {
+        dir: job.checkpoint.dir().to_path_buf(),
+        differences: vec![format!(
+            "input row {} (the last one committed): `{want}` in the checkpoint, `{}` now (was the lake modified?)",
+            job.checkpoint.position(),
+            now.as_deref().unwrap_or("(none)")
+        )],
+    })))
 }

@@ -55,6 +55,8 @@ fn label_writes_parquet_with_run_metadata_and_resumes() -> anyhow::Result<()> {
     assert!(stdout.contains("labelled 11 images"), "{stdout}");
     assert!(stdout.contains("status: ok 6, decode_error 4, too_large 1"), "{stdout}");
     assert!(stdout.contains("ood: 0 of 6"), "{stdout}");
+    let skipped = format!("skipped: 2 objects (extension not one of `jpg,jpeg,png,webp,gif,bmp,tif,tiff`): {0}/README, {0}/labels.csv", lake.display().to_string().trim_start_matches('/'));
+    assert!(stdout.contains(&skipped), "{stdout}");
 
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&out)?)?;
     let kv: std::collections::HashMap<String, String> = reader

@@ -2,6 +2,7 @@
 //! DataFusion and candle again).
 
 mod cli;
+mod formats;
 mod job;
 mod layout;
 #[cfg(feature = "ballista")]

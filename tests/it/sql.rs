@@ -243,7 +243,7 @@ async fn explain_shows_the_exec_and_analyze_its_metrics() -> anyhow::Result<()> 
     // Whole lines of the physical plan (the table's cells, trimmed).
     let lines: Vec<&str> = plan.lines().flat_map(|l| l.split('|')).map(str::trim).collect();
     assert!(lines.contains(&"ClipTtaExec: method=cliptta, classes=3, batch=4, reset=never"), "{plan}");
-    let listing = format!("ImageListingExec: location={}, order=shuffle(seed=42), partitions=1", dir.path().display());
+    let listing = format!("ImageListingExec: location={}, extensions=jpg,jpeg,png,webp,gif,bmp,tif,tiff, order=shuffle(seed=42), partitions=1", dir.path().display());
     assert!(lines.contains(&listing.as_str()), "no line `{listing}` in\n{plan}");
     let analyzed = table(&ctx, &format!("EXPLAIN ANALYZE SELECT * FROM {call}")).await?;
     for needle in [
@@ -253,6 +253,8 @@ async fn explain_shows_the_exec_and_analyze_its_metrics() -> anyhow::Result<()> 
         "rows_failed_decode_error=4",
         "rows_failed_too_large=1",
         "rows_failed_fetch_error=0",
+        "objects_listed=11",
+        "objects_skipped=2",
         "adapt_batches=2",
         "adapt_time=",
         "fetch_time=",
@@ -262,6 +264,12 @@ async fn explain_shows_the_exec_and_analyze_its_metrics() -> anyhow::Result<()> 
     ] {
         assert!(analyzed.contains(needle), "missing {needle}:\n{analyzed}");
     }
+    // `extensions => '*'` lists the lake's labels.csv and README too (as failed rows).
+    let every = call.replace("'steps', 1", "'steps', 1, 'extensions', '*'");
+    let statuses = table(&ctx, &format!("SELECT count(*) FILTER (WHERE status = 'decode_error') AS bad, count(*) FILTER (WHERE status = 'ok') AS good FROM {every}")).await?;
+    assert!(statuses.contains("| 6   | 6    |"), "{statuses}");
+    let err = ctx.sql(&format!("SELECT * FROM {}", call.replace("'steps', 1", "'steps', 1, 'extensions', '*.jpg'"))).await.unwrap_err().to_string();
+    assert!(err.contains("option `extensions`: `*.jpg` is not a file extension"), "{err}");
     Ok(())
 }
 

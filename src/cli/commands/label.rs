@@ -127,12 +127,17 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     let options = ClipTtaOptions::parse(&pairs).map_err(|errors| UsageError(errors.join("\n")))?;
     let location = ImageLocation::parse(&args.location)
         .and_then(|l| l.check_exists().map(|()| l))
-        .map_err(|e| UsageError(e.to_string()))?;
+        .map_err(|e| UsageError(e.to_string()))?
+        .with_extensions(options.extensions.clone());
 
     let ctx = session();
     let store = resolve_store(&ctx.runtime_env(), &location, &options.store_options)?;
-    let total = list_objects(&store, &location, options.order()).await?.len();
-    let empty = (total == 0).then(|| format!("{} lists no object", location.original()));
+    let listing = list_objects(&store, &location, options.order()).await?;
+    let (total, skipped) = (listing.objects.len(), listing.skipped.len());
+    let empty = (total == 0).then(|| match skipped {
+        0 => format!("{} lists no object", location.original()),
+        n => format!("{} lists no image ({n} other objects skipped by extension or glob)", location.original()),
+    });
     if let Some(message) = &empty {
         if args.fail_on_empty {
             anyhow::bail!("{message} (--fail-on-empty)");
@@ -153,7 +158,7 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     ];
     metadata.extend(options.describe().into_iter().map(|(k, v)| (format!("cliptta.{k}"), v)));
 
-    let provider = ClipTtaProvider::try_new(ProviderSource::Lake(location), options)?;
+    let provider = ClipTtaProvider::try_new(ProviderSource::Lake(location.clone()), options)?;
     let df = ctx.read_table(Arc::new(provider))?;
     let plan = df.create_physical_plan().await?;
     let schema = plan.schema();
@@ -205,6 +210,12 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let (resumed, commits) = progress.checkpoint_counts();
     summary.print(&args.out);
+    if skipped > 0 {
+        let shown: Vec<String> = listing.skipped.iter().take(3).map(|m| m.location.to_string()).collect();
+        let more = if skipped > shown.len() { ", ..." } else { "" };
+        let by = if location.has_glob() { "not matched by the glob".to_string() } else { format!("extension not one of `{}`", location.extensions()) };
+        println!("skipped: {skipped} objects ({by}): {}{more}", shown.join(", "));
+    }
     if let Some(message) = &empty {
         println!("warning: {message}");
     }
