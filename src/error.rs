@@ -194,6 +194,20 @@ pub enum Error {
         seconds: f64,
     },
 
+    /// A fetch that retried until its deadline without an answer; the row's status is
+    /// `fetch_error`.
+    #[error("fetching {location}: no answer within the fetch deadline of {seconds} s ({attempts} attempts{last})")]
+    FetchDeadline {
+        /// The object's URL.
+        location: String,
+        /// The deadline.
+        seconds: f64,
+        /// Attempts made.
+        attempts: usize,
+        /// `; last: <the last attempt's error>`, or empty.
+        last: String,
+    },
+
     /// A location (URL or path) is malformed or names an unsupported scheme.
     #[error("invalid location `{location}`: {message}")]
     Location {
@@ -241,7 +255,7 @@ impl Error {
         match self {
             Error::TooLarge { .. } | Error::DecoderLimit(_) => RowStatus::TooLarge,
             Error::Decode(_) => RowStatus::DecodeError,
-            Error::Fetch { .. } | Error::FetchTimeout { .. } => RowStatus::FetchError,
+            Error::Fetch { .. } | Error::FetchTimeout { .. } | Error::FetchDeadline { .. } => RowStatus::FetchError,
             _ => RowStatus::Error,
         }
     }

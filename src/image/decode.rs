@@ -34,7 +34,17 @@ impl Default for DecodeLimits {
 }
 
 /// Decodes one image, refusing anything over `limits`.
+///
+/// A panic inside a third-party decoder (a bug it has on some malformed input) is caught and
+/// becomes a decode error for the row, so one bad file cannot end a job.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_unguarded(bytes, limits))).unwrap_or_else(|panic| {
+        let message = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+        Err(Error::Decode(format!("the decoder panicked: {message}")))
+    })
+}
+
+fn decode_unguarded(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage> {
     let size = bytes.len() as u64;
     if size > limits.max_bytes {
         return Err(Error::TooLarge { what: "size in bytes", actual: size, limit: limits.max_bytes });
@@ -49,10 +59,10 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage> {
         return Err(Error::Decode("unrecognised image format".into()));
     }
     let mut reader = reader;
+    // The dimensions are checked from the header below, with a message naming the limit; the
+    // decoder's own limit bounds what it allocates. Four bytes a pixel (RGBA8) plus headroom
+    // for decoders that keep a second buffer.
     let mut decoder_limits = Limits::default();
-    decoder_limits.max_image_width = Some(limits.max_dimension);
-    decoder_limits.max_image_height = Some(limits.max_dimension);
-    // Four bytes a pixel (RGBA8) plus headroom for decoders that keep a second buffer.
     decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(1 << 20));
     reader.limits(decoder_limits);
     let mut decoder = reader.into_decoder().map_err(image_error)?;

@@ -32,8 +32,8 @@ pub struct Resume {
     pub commits: usize,
     /// Whether the partition was already complete.
     pub complete: bool,
-    /// The identity of the input row at `position - 1` when it was committed.
-    pub last_row: Option<String>,
+    /// The digest of the first `position` input rows ([`Commit::input_digest`]).
+    pub input_digest: Option<String>,
 }
 
 /// One partition's checkpoint: reads what was committed, commits more.
@@ -75,7 +75,7 @@ impl Checkpoint {
             adapt_batches: manifest.commits.last().map_or(0, |c| c.adapt_batches),
             commits: manifest.commits.len(),
             complete: manifest.complete,
-            last_row: manifest.commits.last().and_then(|c| c.last_row.clone()),
+            input_digest: manifest.commits.last().and_then(|c| c.input_digest.clone()),
         };
         let checkpoint = Self { dir: dir.to_path_buf(), manifest, schema };
         checkpoint.remove_uncommitted()?;
@@ -120,14 +120,14 @@ impl Checkpoint {
     }
 
     /// Commits `batches` (the rows since the last commit, possibly none) with the adapter state
-    /// after them; `position` is the input rows done (the last of them identified by
-    /// `last_row`), `complete` whether the input ended.
+    /// after them; `position` is the input rows done (with their `input_digest`), `complete`
+    /// whether the input ended.
     pub fn commit(
         &mut self,
         batches: &[RecordBatch],
         adapter: Option<&Adapter>,
         position: u64,
-        last_row: Option<String>,
+        input_digest: Option<String>,
         adapt_batches: u64,
         complete: bool,
     ) -> Result<Commit> {
@@ -162,7 +162,7 @@ impl Checkpoint {
             None => None,
         };
         let previous_state = self.manifest.commits.last().and_then(|c| c.state.clone());
-        let commit = Commit { seq, part, rows: rows as u64, position, adapt_batches, state, last_row };
+        let commit = Commit { seq, part, rows: rows as u64, position, adapt_batches, state, input_digest };
         self.manifest.commits.push(commit.clone());
         self.manifest.complete = complete;
         self.manifest.write(&self.dir.join(name("manifest", p, None, "json")))?;

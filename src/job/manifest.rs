@@ -27,11 +27,11 @@ pub struct Commit {
     /// The adapter state after this commit (relative to the directory); `None` when the job
     /// has no adapter to save (zero-shot).
     pub state: Option<String>,
-    /// What identifies the last input row done (its location, or a digest of its image
-    /// bytes): a resumed run checks that its input still has this row there, so a lake whose
-    /// listing changed is refused instead of continued at the wrong row.
+    /// SHA-256 over the input rows done, in order (each row's location, or a digest of its
+    /// image bytes): a resumed run checks that its input starts with the same rows, so a lake
+    /// whose listing changed is refused instead of continued at the wrong row.
     #[serde(default)]
-    pub last_row: Option<String>,
+    pub input_digest: Option<String>,
 }
 
 /// Everything one partition has committed.

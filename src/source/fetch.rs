@@ -1,7 +1,10 @@
-//! Fetching one object with a timeout per attempt and retries on transient errors.
+//! Fetching one object: a timeout per attempt, retries with exponential backoff on transient
+//! errors, and a deadline for the whole fetch, after which the row is a `fetch_error` (a store
+//! that stays down ends the job instead of hanging it).
 //!
-//! Concurrency is bounded by the caller (`sql/stream.rs` runs at most
-//! [`FetchOptions::concurrency`] fetches at once with `buffered`).
+//! Concurrency is bounded by the caller (`sql/loader.rs` runs at most
+//! [`FetchOptions::concurrency`] fetches at once). The cloud and HTTP stores retry inside each
+//! attempt too (object_store's own client retries); the deadline bounds both.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,20 +24,36 @@ pub struct FetchOptions {
     pub retries: usize,
     /// Limit of one attempt.
     pub timeout: Duration,
+    /// Limit of one object's fetch, attempts and waits between them included.
+    pub deadline: Duration,
 }
 
 impl Default for FetchOptions {
-    /// 16 in flight, 2 retries, 60 s per attempt.
+    /// 16 in flight, 10 retries, 60 s per attempt, 300 s per object.
     fn default() -> Self {
-        Self { concurrency: 16, retries: 2, timeout: Duration::from_secs(60) }
+        Self { concurrency: 16, retries: 10, timeout: Duration::from_secs(60), deadline: Duration::from_secs(300) }
     }
+}
+
+/// The wait before retry `attempt` (1, 2, ...): 100 ms doubling, at most 10 s.
+fn backoff(attempt: usize) -> Duration {
+    Duration::from_millis(100u64 << attempt.saturating_sub(1).min(7)).min(Duration::from_secs(10))
 }
 
 /// Fetches `path` from `store`; `url` names it in errors.
 pub async fn fetch(store: &Arc<dyn ObjectStore>, path: &Path, url: &str, options: &FetchOptions) -> Result<Bytes> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + options.deadline;
     let mut attempt = 0;
+    let mut last: Option<Error> = None;
     loop {
-        let result = tokio::time::timeout(options.timeout, async { store.get(path).await?.bytes().await }).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            let last = last.map_or_else(String::new, |e| format!("; last: {e}"));
+            return Err(Error::FetchDeadline { location: url.to_string(), seconds: options.deadline.as_secs_f64(), attempts: attempt, last });
+        }
+        let limit = options.timeout.min(left);
+        let result = tokio::time::timeout(limit, async { store.get(path).await?.bytes().await }).await;
         let err = match result {
             Ok(Ok(bytes)) => return Ok(bytes),
             Ok(Err(source)) => {
@@ -48,14 +67,16 @@ pub async fn fetch(store: &Arc<dyn ObjectStore>, path: &Path, url: &str, options
                 }
                 err
             }
-            Err(_) => Error::FetchTimeout { location: url.to_string(), seconds: options.timeout.as_secs_f64() },
+            Err(_) => Error::FetchTimeout { location: url.to_string(), seconds: limit.as_secs_f64() },
         };
-        if attempt >= options.retries {
+        attempt += 1;
+        if attempt > options.retries {
             return Err(err);
         }
-        attempt += 1;
         tracing::debug!(%url, attempt, "retrying fetch: {err}");
-        tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
+        last = Some(err);
+        let wait = backoff(attempt).min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -73,5 +94,11 @@ mod tests {
         let err = fetch(&store, &Path::from("b"), "memory:///b", &opts).await.unwrap_err();
         assert_eq!(err.status(), crate::RowStatus::FetchError);
         assert!(err.to_string().contains("memory:///b"), "{err}");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_ten_seconds() {
+        let waits: Vec<u64> = (1..=10).map(|a| backoff(a).as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]);
     }
 }

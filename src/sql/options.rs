@@ -83,6 +83,12 @@ pub struct ClipTtaOptions {
     pub device: DeviceSpec,
     /// Fetches (and decodes) in flight per partition.
     pub concurrency: usize,
+    /// Retries of a failed fetch (errors other than not-found and permission).
+    pub fetch_retries: usize,
+    /// Limit of one fetch attempt, in seconds.
+    pub fetch_timeout: f64,
+    /// Limit of one object's fetch with its retries, in seconds; then the row is `fetch_error`.
+    pub fetch_deadline: f64,
     /// Partitions of a lake scan (each adapts as its own stream).
     pub partitions: usize,
     /// Adapter state to resume from (`Adapter::save_state` file).
@@ -173,6 +179,14 @@ fn big(v: &OptionValue) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!("`{s}` is not a positive integer")),
+    }
+}
+
+fn seconds(v: &OptionValue) -> Result<f64, String> {
+    let s = text(v, "a number of seconds")?;
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x <= 1e9 => Ok(x),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
     }
 }
 
@@ -445,6 +459,37 @@ pub const OPTIONS: &[OptionDef] = &[
         show: |o| some(o.concurrency),
     },
     OptionDef {
+        name: "fetch_retries",
+        kind: "integer",
+        doc: "retries of a failed fetch, with exponential backoff (100 ms doubling, at most 10 s); not-found and permission errors are not retried",
+        apply: |o, v| {
+            let s = text(v, "an unsigned integer")?;
+            o.fetch_retries = s.parse().map_err(|_| format!("`{s}` is not an unsigned integer"))?;
+            Ok(())
+        },
+        show: |o| some(o.fetch_retries),
+    },
+    OptionDef {
+        name: "fetch_timeout",
+        kind: "seconds",
+        doc: "limit of one fetch attempt",
+        apply: |o, v| {
+            o.fetch_timeout = seconds(v)?;
+            Ok(())
+        },
+        show: |o| some(o.fetch_timeout),
+    },
+    OptionDef {
+        name: "fetch_deadline",
+        kind: "seconds",
+        doc: "limit of one object's fetch, retries included; then its row is fetch_error (a store that stays down ends the job)",
+        apply: |o, v| {
+            o.fetch_deadline = seconds(v)?;
+            Ok(())
+        },
+        show: |o| some(o.fetch_deadline),
+    },
+    OptionDef {
         name: "partitions",
         kind: "integer",
         doc: "partitions of a lake scan; each is one adapting stream",
@@ -498,7 +543,8 @@ pub const OPTIONS: &[OptionDef] = &[
 
 /// The options that do not change a scan's output rows, left out of a checkpoint's
 /// fingerprint: they may differ between a job and its continuation.
-const NOT_IN_FINGERPRINT: [&str; 7] = ["model", "device", "concurrency", "resume", "save_state", "checkpoint_dir", "checkpoint_every"];
+const NOT_IN_FINGERPRINT: [&str; 10] =
+    ["model", "device", "concurrency", "fetch_retries", "fetch_timeout", "fetch_deadline", "resume", "save_state", "checkpoint_dir", "checkpoint_every"];
 
 /// Looks an option up by name.
 pub fn option(name: &str) -> Option<&'static OptionDef> {
@@ -533,6 +579,9 @@ impl ClipTtaOptions {
             max_dimension: limits.max_dimension,
             device: DeviceSpec::Cpu,
             concurrency: fetch.concurrency,
+            fetch_retries: fetch.retries,
+            fetch_timeout: fetch.timeout.as_secs_f64(),
+            fetch_deadline: fetch.deadline.as_secs_f64(),
             partitions: 1,
             resume: None,
             save_state: None,
@@ -675,7 +724,12 @@ impl ClipTtaOptions {
 
     /// Fetch settings.
     pub fn fetch_options(&self) -> FetchOptions {
-        FetchOptions { concurrency: self.concurrency, ..FetchOptions::default() }
+        FetchOptions {
+            concurrency: self.concurrency,
+            retries: self.fetch_retries,
+            timeout: std::time::Duration::from_secs_f64(self.fetch_timeout),
+            deadline: std::time::Duration::from_secs_f64(self.fetch_deadline),
+        }
     }
 
     /// The listing order.

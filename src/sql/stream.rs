@@ -21,6 +21,7 @@ use datafusion::physical_plan::metrics::RecordOutput;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use object_store::ObjectStore;
+use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::adapters::{partition_adapter, SharedAdapter};
@@ -78,10 +79,10 @@ struct Job {
     emitted: u64,
     /// Input rows still to skip (committed before this run).
     skip: u64,
-    /// The identity of the last input row the checkpoint holds, checked when skipping ends.
-    resumed_last_row: Option<String>,
-    /// The identity of the last input row emitted.
-    last_row: Option<String>,
+    /// The checkpoint's digest of the rows it holds, checked when skipping ends.
+    resumed_digest: Option<String>,
+    /// The digest of the input rows so far (skipped, then emitted).
+    digest: Sha256,
     /// Adaptation batches so far, including those before a resume.
     adapt_batches: u64,
     /// The checkpoint was complete when this run opened it.
@@ -233,8 +234,8 @@ impl ClipTtaStream {
             uncommitted: Vec::new(),
             emitted: resume.rows,
             skip: resume.position,
-            resumed_last_row: resume.last_row.clone(),
-            last_row: resume.last_row,
+            resumed_digest: resume.input_digest,
+            digest: Sha256::new(),
             adapt_batches: resume.adapt_batches,
             was_complete: resume.complete,
         });
@@ -247,9 +248,9 @@ impl ClipTtaStream {
             return Ok(());
         }
         while let Some(chunk) = self.reorder.pop_decided_prefix() {
-            let last = self.last_row_of(&chunk);
+            self.absorb(&chunk);
             let batch = self.build_output(chunk)?;
-            self.push_output(batch, last);
+            self.push_output(batch);
         }
         let (Some(mut job), Some(running)) = (self.job.take(), self.running.as_ref()) else {
             return Ok(());
@@ -263,7 +264,8 @@ impl ClipTtaStream {
         let batches = std::mem::take(&mut job.uncommitted);
         let job = tokio::task::spawn_blocking(move || -> crate::Result<Job> {
             let adapter = adapter.lock().unwrap_or_else(PoisonError::into_inner);
-            job.checkpoint.commit(&batches, Some(&adapter), job.emitted, job.last_row.clone(), job.adapt_batches, last)?;
+            let digest = hex::encode(job.digest.clone().finalize());
+            job.checkpoint.commit(&batches, Some(&adapter), job.emitted, Some(digest), job.adapt_batches, last)?;
             Ok(job)
         })
         .await
@@ -273,12 +275,9 @@ impl ClipTtaStream {
         Ok(())
     }
 
-    fn push_output(&mut self, batch: RecordBatch, last_row: Option<String>) {
+    fn push_output(&mut self, batch: RecordBatch) {
         if let Some(job) = &mut self.job {
             job.emitted += batch.num_rows() as u64;
-            if batch.num_rows() > 0 {
-                job.last_row = last_row;
-            }
             job.uncommitted.push(batch.clone());
         }
         self.ready.push_back(batch);
@@ -303,8 +302,9 @@ impl ClipTtaStream {
                         Some(job) if job.skip > 0 => {
                             let n = job.skip.min(batch.num_rows() as u64);
                             job.skip -= n;
+                            absorb(&mut job.digest, &self.source, &batch, 0..n as usize);
                             if job.skip == 0 {
-                                check_resumed_row(job, &self.source, &batch, n as usize)?;
+                                check_resumed_rows(job)?;
                             }
                             n as usize
                         }
@@ -387,17 +387,18 @@ impl ClipTtaStream {
 
     fn emit_completed(&mut self) -> Result<()> {
         while let Some(chunk) = self.reorder.pop_complete() {
-            let last = self.last_row_of(&chunk);
+            self.absorb(&chunk);
             let batch = self.build_output(chunk)?;
-            self.push_output(batch, last);
+            self.push_output(batch);
         }
         Ok(())
     }
 
-    /// The identity of a chunk's last input row, when a checkpoint needs it.
-    fn last_row_of(&self, chunk: &WaitingChunk) -> Option<String> {
-        let rows = chunk.batch.num_rows();
-        (self.job.is_some() && rows > 0).then(|| self.source.row_identity(&chunk.batch, rows - 1)).flatten()
+    /// Adds a chunk's input rows to a checkpoint's input digest.
+    fn absorb(&mut self, chunk: &WaitingChunk) {
+        if let Some(job) = &mut self.job {
+            absorb(&mut job.digest, &self.source, &chunk.batch, 0..chunk.batch.num_rows());
+        }
     }
 
     fn build_output(&self, chunk: WaitingChunk) -> Result<RecordBatch> {
@@ -436,22 +437,28 @@ impl ClipTtaStream {
     }
 }
 
-/// After skipping a checkpoint's rows: the last skipped row (`batch[skipped - 1]`) must be the
-/// row the checkpoint recorded, or the input changed under it.
-fn check_resumed_row(job: &Job, source: &ImageSource, batch: &RecordBatch, skipped: usize) -> Result<()> {
-    let Some(want) = job.resumed_last_row.as_deref() else {
+/// Adds the identities of `batch`'s rows `rows` ([`ImageSource::row_identity`]) to `digest`.
+fn absorb(digest: &mut Sha256, source: &ImageSource, batch: &RecordBatch, rows: std::ops::Range<usize>) {
+    for row in rows {
+        digest.update(source.row_identity(batch, row).unwrap_or_default().as_bytes());
+        digest.update(b"\n");
+    }
+}
+
+/// After skipping a checkpoint's rows: they must be the rows it committed, or the input
+/// changed under it.
+fn check_resumed_rows(job: &Job) -> Result<()> {
+    let Some(want) = job.resumed_digest.as_deref() else {
         return Ok(());
     };
-    let now = skipped.checked_sub(1).and_then(|row| source.row_identity(batch, row));
-    if now.as_deref() == Some(want) {
+    if hex::encode(job.digest.clone().finalize()) == want {
         return Ok(());
     }
     Err(DataFusionError::External(Box::new(crate::Error::CheckpointMismatch {
         dir: job.checkpoint.dir().to_path_buf(),
         differences: vec![format!(
-            "input row {} (the last one committed): `{want}` in the checkpoint, `{}` now (was the lake modified?)",
-            job.checkpoint.position(),
-            now.as_deref().unwrap_or("(none)")
+            "the first {} input rows are not the ones it committed (was the lake modified?)",
+            job.checkpoint.position()
         )],
     })))
 }

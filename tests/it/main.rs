@@ -3,11 +3,13 @@
 
 mod cli;
 mod formats;
+mod hostile;
 mod job;
 mod layout;
 #[cfg(feature = "ballista")]
 mod cluster;
 mod model;
+mod outage;
 mod preprocess;
 mod sources;
 mod sql;

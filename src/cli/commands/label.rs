@@ -60,7 +60,17 @@ impl Summary {
         println!("labels: {}", join(self.by_label.iter().map(|(k, v)| (k.clone(), *v)).collect()));
         let fraction = if ok == 0 { 0.0 } else { 100.0 * self.ood as f64 / ok as f64 };
         println!("ood: {} of {ok} ({fraction:.1}%)", self.ood);
+        if let Some(kib) = peak_memory_kib() {
+            println!("peak memory: {} MiB", kib / 1024);
+        }
     }
+}
+
+/// The process's peak resident memory (`VmHWM` in /proc/self/status), where the system has it.
+fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// Progress read from the plan's [`ClipTtaExec`] metrics (rows done and failed, summed over
