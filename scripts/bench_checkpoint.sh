@@ -23,7 +23,7 @@ best() { # best wall seconds of RUNS runs of "$@"; each run gets a fresh output 
         [ "${KEEP:-0}" = 1 ] || rm -rf "$work/out" "$work/out.parquet"
         local start end
         start=$(date +%s.%N)
-        "$@" >/dev/null
+        "$@" >"$work/last.out"
         end=$(date +%s.%N)
         local t
         t=$(awk "BEGIN { print $end - $start }")
@@ -34,14 +34,17 @@ best() { # best wall seconds of RUNS runs of "$@"; each run gets a fresh output 
 
 common=(label "$lake" --classes "$classes" --method "$method" --quiet)
 plain=$(best "$bin" "${common[@]}" --out "$work/out.parquet")
+committing() { sed -n 's/.*commits in this run (\(.*\) s committing).*/\1/p' "$work/last.out"; }
 every10=$(best "$bin" "${common[@]}" --out "$work/out/")
+commit10=$(committing)
 every1=$(best "$bin" "${common[@]}" --out "$work/out/" --checkpoint-every 1)
+commit1=$(committing)
 "$bin" "${common[@]}" --out "$work/out/" >/dev/null
 resume=$(KEEP=1 best "$bin" "${common[@]}" --out "$work/out/")
 images=$(find "$lake" -type f \( -iname '*.png' -o -iname '*.jpg' \) | wc -l)
 pct() { awk "BEGIN { printf \"%+.2f\", 100 * ($1 - $plain) / $plain }"; }
 echo "lake=$lake images=$images method=$method runs=$runs machine=$(nproc) cores, $(date -u +%F)"
 echo "no checkpoint:              ${plain} s"
-echo "checkpoint_every 10 (default): ${every10} s ($(pct "$every10")%)"
-echo "checkpoint_every 1:         ${every1} s ($(pct "$every1")%)"
+echo "checkpoint_every 10 (default): ${every10} s ($(pct "$every10")%), ${commit10} s of it committing"
+echo "checkpoint_every 1:         ${every1} s ($(pct "$every1")%), ${commit1} s of it committing"
 echo "rerun of the finished job:  ${resume} s (replays every row)"

@@ -23,6 +23,8 @@ pub struct ClipTtaMetrics {
     pub rows_resumed: Count,
     /// Checkpoint commits made.
     pub commits: Count,
+    /// Time committing (part file, adapter state, manifest, fsyncs), which the stream waits for.
+    pub commit_time: Time,
     /// Time fetching bytes from the store (summed over concurrent fetches).
     pub fetch_time: Time,
     /// Time decoding image bytes to pixels (summed over blocking threads).
@@ -48,6 +50,7 @@ impl ClipTtaMetrics {
             adapt_batches: MetricBuilder::new(metrics).counter("adapt_batches", partition),
             rows_resumed: MetricBuilder::new(metrics).counter("rows_resumed", partition),
             commits: MetricBuilder::new(metrics).counter("commits", partition),
+            commit_time: MetricBuilder::new(metrics).subset_time("commit_time", partition),
             fetch_time: MetricBuilder::new(metrics).subset_time("fetch_time", partition),
             decode_time: MetricBuilder::new(metrics).subset_time("decode_time", partition),
             preprocess_time: MetricBuilder::new(metrics).subset_time("preprocess_time", partition),

@@ -262,6 +262,7 @@ impl ClipTtaStream {
         }
         let adapter = running.adapter.clone();
         let batches = std::mem::take(&mut job.uncommitted);
+        let _timer = self.metrics.commit_time.timer();
         let job = tokio::task::spawn_blocking(move || -> crate::Result<Job> {
             let adapter = adapter.lock().unwrap_or_else(PoisonError::into_inner);
             let digest = hex::encode(job.digest.clone().finalize());

@@ -94,13 +94,14 @@ impl Progress {
         bar.set_message(format!("({failed} failed)"));
     }
 
-    /// Rows read back from a checkpoint and commits made, over partitions.
-    fn checkpoint_counts(&self) -> (usize, usize) {
+    /// Rows read back from a checkpoint, commits made and seconds spent committing, over partitions.
+    fn checkpoint_counts(&self) -> (usize, usize, f64) {
         let Some(exec) = self.0.as_ref().and_then(|p| p.downcast_ref::<ClipTtaExec>()) else {
-            return (0, 0);
+            return (0, 0, 0.0);
         };
         let metrics = exec.live_metrics();
-        (metrics.iter().map(|m| m.rows_resumed.value()).sum(), metrics.iter().map(|m| m.commits.value()).sum())
+        let seconds = metrics.iter().map(|m| m.commit_time.value() as f64).sum::<f64>() / 1e9;
+        (metrics.iter().map(|m| m.rows_resumed.value()).sum(), metrics.iter().map(|m| m.commits.value()).sum(), seconds)
     }
 }
 
@@ -218,7 +219,7 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
         std::fs::rename(&tmp, &path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
     }
     bar.finish_and_clear();
-    let (resumed, commits) = progress.checkpoint_counts();
+    let (resumed, commits, commit_seconds) = progress.checkpoint_counts();
     summary.print(&args.out);
     if skipped > 0 {
         let shown: Vec<String> = listing.skipped.iter().take(3).map(|m| m.location.to_string()).collect();
@@ -230,7 +231,7 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
         println!("warning: {message}");
     }
     if matches!(output, Output::Directory(_)) || commits > 0 || resumed > 0 {
-        println!("checkpoint: {resumed} rows resumed, {commits} commits in this run");
+        println!("checkpoint: {resumed} rows resumed, {commits} commits in this run ({commit_seconds:.2} s committing)");
     }
     Ok(())
 }
