@@ -135,19 +135,7 @@ impl Checkpoint {
         let seq = self.manifest.commits.last().map_or(0, |c| c.seq + 1);
         let part = name("part", p, Some(seq), "parquet");
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let mut metadata: Vec<KeyValue> =
-            self.manifest.fingerprint.iter().map(|(k, v)| KeyValue::new(format!("cliptta.{k}"), v.clone())).collect();
-        metadata.push(KeyValue::new("cliptta.commit".to_string(), seq.to_string()));
-        metadata.push(KeyValue::new("cliptta.partition".to_string(), p.to_string()));
-        let props = WriterProperties::builder().set_key_value_metadata(Some(metadata)).build();
-        let mut bytes = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut bytes, self.schema.clone(), Some(props))
-            .map_err(|e| Error::Config { path: self.dir.join(&part), message: format!("cannot write checkpoint part: {e}") })?;
-        for batch in batches {
-            writer.write(batch).map_err(|e| Error::Config { path: self.dir.join(&part), message: format!("cannot write checkpoint part: {e}") })?;
-        }
-        writer.close().map_err(|e| Error::Config { path: self.dir.join(&part), message: format!("cannot write checkpoint part: {e}") })?;
-        write_atomically(&self.dir.join(&part), &bytes)?;
+        self.write_part(&part, seq, batches)?;
 
         let state = match adapter {
             Some(adapter) => {
@@ -173,6 +161,49 @@ impl Checkpoint {
             let _ = std::fs::remove_file(old);
         }
         Ok(commit)
+    }
+
+    /// Writes `batches` as part file `part` of commit `seq` (temp + fsync + rename), with the
+    /// job's fingerprint in its key/value metadata.
+    fn write_part(&self, part: &str, seq: u64, batches: &[RecordBatch]) -> Result<()> {
+        let p = self.manifest.partition;
+        let mut metadata: Vec<KeyValue> =
+            self.manifest.fingerprint.iter().map(|(k, v)| KeyValue::new(format!("cliptta.{k}"), v.clone())).collect();
+        metadata.push(KeyValue::new("cliptta.commit".to_string(), seq.to_string()));
+        metadata.push(KeyValue::new("cliptta.partition".to_string(), p.to_string()));
+        let props = WriterProperties::builder().set_key_value_metadata(Some(metadata)).build();
+        let failed = |e: parquet::errors::ParquetError| Error::Config { path: self.dir.join(part), message: format!("cannot write checkpoint part: {e}") };
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, self.schema.clone(), Some(props)).map_err(failed)?;
+        for batch in batches {
+            writer.write(batch).map_err(failed)?;
+        }
+        writer.close().map_err(failed)?;
+        write_atomically(&self.dir.join(part), &bytes)
+    }
+
+    /// Replaces the rows of commit `index`'s part file with `batches` (the same rows, some of
+    /// them recomputed): a new part file, then the manifest pointing at it, then the old file
+    /// removed, so a kill at any point leaves one complete version.
+    pub fn replace_part(&mut self, index: usize, batches: &[RecordBatch]) -> Result<()> {
+        let Some(commit) = self.manifest.commits.get(index).cloned() else {
+            return Err(Error::Internal(format!("no commit {index} to replace")));
+        };
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows as u64 != commit.rows {
+            return Err(Error::Internal(format!("replacing {} rows of commit {} with {rows}", commit.rows, commit.seq)));
+        }
+        let stem = commit.part.trim_end_matches(".parquet");
+        let (base, revision) = match stem.rsplit_once("-r").and_then(|(b, r)| r.parse::<u32>().ok().map(|r| (b, r))) {
+            Some((base, r)) => (base.to_string(), r + 1),
+            None => (stem.to_string(), 1),
+        };
+        let part = format!("{base}-r{revision}.parquet");
+        self.write_part(&part, commit.seq, batches)?;
+        self.manifest.commits[index].part = part;
+        self.manifest.write(&self.dir.join(name("manifest", self.manifest.partition, None, "json")))?;
+        let _ = std::fs::remove_file(self.dir.join(&commit.part));
+        Ok(())
     }
 
     /// The checkpoint directory.

@@ -21,6 +21,8 @@ pub struct ClipTtaMetrics {
     pub adapt_batches: Count,
     /// Rows read back from a checkpoint's committed parts instead of computed.
     pub rows_resumed: Count,
+    /// Rows of a checkpoint's `fetch_error` rows fetched again when the job ran again.
+    pub rows_refetched: Count,
     /// Checkpoint commits made.
     pub commits: Count,
     /// Time committing (part file, adapter state, manifest, fsyncs), which the stream waits for.
@@ -49,6 +51,7 @@ impl ClipTtaMetrics {
                 .collect(),
             adapt_batches: MetricBuilder::new(metrics).counter("adapt_batches", partition),
             rows_resumed: MetricBuilder::new(metrics).counter("rows_resumed", partition),
+            rows_refetched: MetricBuilder::new(metrics).counter("rows_refetched", partition),
             commits: MetricBuilder::new(metrics).counter("commits", partition),
             commit_time: MetricBuilder::new(metrics).subset_time("commit_time", partition),
             fetch_time: MetricBuilder::new(metrics).subset_time("fetch_time", partition),

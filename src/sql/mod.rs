@@ -33,6 +33,7 @@ mod metrics;
 mod named_args;
 mod options;
 mod provider;
+mod refetch;
 mod reorder;
 mod schema;
 mod stores;

@@ -29,6 +29,7 @@ use super::image_source::ImageSource;
 use super::loader::Loader;
 use super::metrics::ClipTtaMetrics;
 use super::options::ClipTtaOptions;
+use super::refetch;
 use super::reorder::{ReorderBuffer, RowKey, RowOutcome, WaitingChunk};
 use super::schema::{PredictionBuilder, PredictionColumn};
 use crate::image::to_tensor;
@@ -220,16 +221,15 @@ impl ClipTtaStream {
             }
             let mut replay = Vec::new();
             for part in &resume.parts {
-                replay.extend(checkpoint.read_part(part)?);
+                replay.push(checkpoint.read_part(part)?);
             }
             Ok((checkpoint, (replay, resume)))
         })
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        let (batches, resume) = replay;
+        let (parts, resume) = replay;
         self.metrics.rows_resumed.add(resume.rows as usize);
-        self.ready.extend(batches);
-        self.job = Some(Job {
+        let mut job = Job {
             checkpoint,
             uncommitted: Vec::new(),
             emitted: resume.rows,
@@ -238,8 +238,72 @@ impl ClipTtaStream {
             digest: Sha256::new(),
             adapt_batches: resume.adapt_batches,
             was_complete: resume.complete,
-        });
+        };
+        for (index, mut batches) in parts.into_iter().enumerate() {
+            if self.refetch_part(&mut batches).await? {
+                let (checkpoint, replaced) = (job.checkpoint, batches.clone());
+                job.checkpoint = tokio::task::spawn_blocking(move || -> crate::Result<Checkpoint> {
+                    let mut checkpoint = checkpoint;
+                    checkpoint.replace_part(index, &replaced)?;
+                    Ok(checkpoint)
+                })
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))??;
+            }
+            self.ready.extend(batches);
+        }
+        self.job = Some(job);
         Ok(())
+    }
+
+    /// Fetches a committed part's `fetch_error` rows again (lake scans only: a table's bytes
+    /// are never fetched) and puts each back in its place, labelled by the restored adapter
+    /// without adapting. Returns whether any row was redone.
+    async fn refetch_part(&mut self, batches: &mut [RecordBatch]) -> Result<bool> {
+        let (ImageSource::Location { .. }, Some(running)) = (&self.source, self.running.as_ref()) else {
+            return Ok(false);
+        };
+        let input_columns = self.input.schema().fields().len();
+        let mut changed = false;
+        for batch in batches.iter_mut() {
+            let rows = refetch::fetch_error_rows(batch);
+            if rows.is_empty() {
+                continue;
+            }
+            let chunk = refetch::input_rows(batch, input_columns, &rows)?;
+            let loaded = running.loader.load(&chunk).await?;
+            let (ok_rows, pixels): (Vec<usize>, Vec<Vec<f32>>) =
+                loaded.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|p| (i, p.clone()))).unzip();
+            let prediction = if pixels.is_empty() {
+                BatchPrediction::default()
+            } else {
+                let (adapter, crop) = (running.adapter.clone(), running.crop);
+                tokio::task::spawn_blocking(move || {
+                    let adapter = adapter.lock().unwrap_or_else(PoisonError::into_inner);
+                    let tensor = to_tensor(&pixels, crop, adapter.model().device())?;
+                    adapter.predict(&tensor)
+                })
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))??
+            };
+            let mut builder = PredictionBuilder::new(self.columns.clone(), &self.options.classes, chunk.num_rows());
+            for (i, result) in loaded.iter().enumerate() {
+                match result {
+                    Ok(_) => {
+                        let index = ok_rows.iter().position(|&r| r == i).ok_or_else(|| internal_datafusion_err!("refetched row {i} has no prediction"))?;
+                        builder.append_predicted(&prediction, index);
+                    }
+                    Err(failure) => builder.append_failed(failure.status, &failure.message),
+                }
+            }
+            let mut columns = chunk.columns().to_vec();
+            columns.extend(builder.finish());
+            let redone = RecordBatch::try_new(self.schema.clone(), columns)?;
+            *batch = refetch::put_back(batch, &redone, &rows)?;
+            self.metrics.rows_refetched.add(rows.len());
+            changed = true;
+        }
+        Ok(changed)
     }
 
     /// Commits every decided row and the adapter state (`last`: the input has ended).

@@ -154,12 +154,30 @@ fn a_killed_parquet_output_is_never_half_written() {
     let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
     let mut cmd = Command::new(cmd.get_program());
     cmd.args(args.iter().map(|a| if a.ends_with("labels.parquet/") { a.trim_end_matches('/').to_string() } else { a.clone() }));
-    cmd.args(["--checkpoint-every", "1"]).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let partials = || -> Vec<String> {
+        std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".partial-")).collect()
+    };
+    // Killed while it writes: once its temporary file exists.
     let mut child = cmd.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    while partials().is_empty() && started.elapsed() < Duration::from_secs(60) && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let _ = child.kill();
     let _ = child.wait();
+    assert_eq!(partials().len(), 1, "the run was not killed while writing");
     assert!(!out.exists(), "a killed run left {}", out.display());
+    // What a killed run leaves under its temporary name is removed by the next run (here also a
+    // stand-in left by a process that has exited).
+    let gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    let _ = wait(gone);
+    std::fs::write(tmp.path().join(format!("labels.parquet.partial-{gone_pid}")), b"PAR1").unwrap();
+    let done = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(out.is_file());
+    assert!(partials().is_empty(), "{:?}", partials());
 }
 
 #[tokio::test(flavor = "multi_thread")]

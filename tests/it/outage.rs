@@ -1,6 +1,7 @@
 //! Store outages: the S3 test server behind a loopback TCP relay that the test stops and
 //! starts. Down for 10 s mid-run: fetches retry with backoff and every row ends `ok`. Down for
-//! good: rows become `fetch_error` once `fetch_deadline` has passed, and the query ends. The
+//! good: rows become `fetch_error` once `fetch_deadline` has passed, and the query ends; run
+//! again once the store is back, a checkpointed job fetches only those rows again. The
 //! store's secret key never appears in EXPLAIN, the rows' errors, Parquet metadata or logs.
 
 use std::net::SocketAddr;
@@ -135,7 +136,9 @@ async fn a_store_that_stays_down_ends_in_fetch_errors_within_the_deadline() -> a
     let relay = Relay::start(start_s3(root.path()).await?).await?;
     let r = relay.clone();
     let started = Instant::now();
-    let batches = run_with(&format!("SELECT location, status, error FROM {}", call(&relay, ", 'fetch_deadline', 3")), async move { r.down().await }).await?;
+    let ckpt = root.path().join("ckpt");
+    let query = format!("SELECT location, status, error, label, confidence FROM {}", call(&relay, &format!(", 'fetch_deadline', 3, 'checkpoint_dir', '{}'", ckpt.display())));
+    let batches = run_with(&query, async move { r.down().await }).await?;
     let elapsed = started.elapsed();
     let rows = statuses(&batches);
     assert_eq!(rows.len(), 24);
@@ -145,7 +148,36 @@ async fn a_store_that_stays_down_ends_in_fetch_errors_within_the_deadline() -> a
     assert!(failed.iter().all(|(_, e)| !e.contains(SECRET)), "{failed:?}");
     // Two chunks of 8 failing rows, each waiting out one deadline with all its fetches in flight.
     assert!(elapsed < Duration::from_secs(40), "took {elapsed:?}");
+
+    // The store is back: running the checkpointed job again fetches the failed rows only, puts
+    // them back in place and keeps the rows that were already labelled as they were.
+    relay.up().await?;
+    let again = session().sql(&query).await?.collect().await?;
+    let (first, second) = (labelled(&batches), labelled(&again));
+    assert_eq!(second.len(), 24);
+    assert!(second.iter().all(|r| r.1 == "ok"), "{second:?}");
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!(a.0, b.0, "rows keep their order");
+        if a.1 == "ok" {
+            assert_eq!(a, b, "a row labelled before is replayed, not recomputed");
+        }
+    }
+    // The checkpoint now holds the refetched rows: a third run replays them as they are.
+    let third = session().sql(&query).await?.collect().await?;
+    assert_eq!(labelled(&third), second);
     Ok(())
+}
+
+/// (location, status, label, confidence as text) of every row, in order.
+fn labelled(batches: &[RecordBatch]) -> Vec<(String, String, String, String)> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let text = |name: &str, i: usize| arrow::util::display::array_value_to_string(b.column_by_name(name).unwrap(), i).unwrap();
+        for i in 0..b.num_rows() {
+            rows.push((text("location", i), text("status", i), text("label", i), text("confidence", i)));
+        }
+    }
+    rows
 }
 
 #[tokio::test(flavor = "multi_thread")]

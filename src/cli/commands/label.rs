@@ -95,14 +95,28 @@ impl Progress {
     }
 
     /// Rows read back from a checkpoint, commits made and seconds spent committing, over partitions.
-    fn checkpoint_counts(&self) -> (usize, usize, f64) {
+    fn checkpoint_counts(&self) -> CheckpointCounts {
         let Some(exec) = self.0.as_ref().and_then(|p| p.downcast_ref::<ClipTtaExec>()) else {
-            return (0, 0, 0.0);
+            return CheckpointCounts::default();
         };
         let metrics = exec.live_metrics();
         let seconds = metrics.iter().map(|m| m.commit_time.value() as f64).sum::<f64>() / 1e9;
-        (metrics.iter().map(|m| m.rows_resumed.value()).sum(), metrics.iter().map(|m| m.commits.value()).sum(), seconds)
+        CheckpointCounts {
+            resumed: metrics.iter().map(|m| m.rows_resumed.value()).sum(),
+            refetched: metrics.iter().map(|m| m.rows_refetched.value()).sum(),
+            commits: metrics.iter().map(|m| m.commits.value()).sum(),
+            commit_seconds: seconds,
+        }
     }
+}
+
+/// What a checkpointed run did, over partitions.
+#[derive(Debug, Default)]
+struct CheckpointCounts {
+    resumed: usize,
+    refetched: usize,
+    commits: usize,
+    commit_seconds: f64,
 }
 
 /// Where `--out` sends the labels.
@@ -183,6 +197,7 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
             let props = WriterProperties::builder()
                 .set_key_value_metadata(Some(metadata.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()))
                 .build();
+            remove_stale_partials(path);
             let tmp = partial_path(path);
             let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
             Some((ArrowWriter::try_new(file, schema, Some(props))?, tmp, path.clone()))
@@ -219,7 +234,7 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
         std::fs::rename(&tmp, &path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
     }
     bar.finish_and_clear();
-    let (resumed, commits, commit_seconds) = progress.checkpoint_counts();
+    let counts = progress.checkpoint_counts();
     summary.print(&args.out);
     if skipped > 0 {
         let shown: Vec<String> = listing.skipped.iter().take(3).map(|m| m.location.to_string()).collect();
@@ -230,8 +245,10 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     if let Some(message) = &empty {
         println!("warning: {message}");
     }
-    if matches!(output, Output::Directory(_)) || commits > 0 || resumed > 0 {
-        println!("checkpoint: {resumed} rows resumed, {commits} commits in this run ({commit_seconds:.2} s committing)");
+    if matches!(output, Output::Directory(_)) || counts.commits > 0 || counts.resumed > 0 {
+        let CheckpointCounts { resumed, refetched, commits, commit_seconds } = counts;
+        let refetched = if refetched > 0 { format!(" ({refetched} fetch_error rows fetched again)") } else { String::new() };
+        println!("checkpoint: {resumed} rows resumed{refetched}, {commits} commits in this run ({commit_seconds:.2} s committing)");
     }
     Ok(())
 }
@@ -241,4 +258,32 @@ fn partial_path(path: &std::path::Path) -> std::path::PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".partial-{}", std::process::id()));
     path.with_file_name(name)
+}
+
+/// Removes what killed runs left of `path`: `<name>.partial-<pid>` files of processes that are
+/// gone. Only where `/proc` tells which processes live, so a concurrent run's file is kept.
+fn remove_stale_partials(path: &std::path::Path) {
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Some(name) = path.file_name() else {
+        return;
+    };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let prefix = format!("{}.partial-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!("removed {}, left by a run that was killed", entry.path().display()),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
 }
