@@ -1,6 +1,6 @@
 //! Area under the ROC curve, without DataFusion.
 
-use std::cmp::Ordering;
+use super::ranked::{ranked, Order};
 
 /// Area under the ROC curve of `scores` (higher means "more positive") against `positives`.
 ///
@@ -18,17 +18,7 @@ use std::cmp::Ordering;
 /// assert_eq!(auroc(&[0.5, 0.7], &[true, true]), None);
 /// ```
 pub fn auroc(scores: &[f64], positives: &[bool]) -> Option<f64> {
-    if scores.len() != positives.len() {
-        return None;
-    }
-    let mut pairs: Vec<(f64, bool)> = scores
-        .iter()
-        .copied()
-        .zip(positives.iter().copied())
-        .filter(|(score, _)| !score.is_nan())
-        .collect();
-    // `partial_cmp` (not `total_cmp`) so that -0.0 and 0.0 form one tie group.
-    pairs.sort_unstable_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal));
+    let pairs = ranked(scores, positives, Order::Ascending)?;
 
     // Twice the Mann–Whitney U statistic: each positive earns 2 per negative scored strictly
     // below it and 1 per negative tied with it. Doubling keeps everything an integer.

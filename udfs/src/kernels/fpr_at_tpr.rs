@@ -1,6 +1,6 @@
 //! False-positive rate at a true-positive rate, without DataFusion.
 
-use std::cmp::Ordering;
+use super::ranked::{ranked, Order};
 
 /// False-positive rate of `scores` (higher means "more positive") against `positives` at the
 /// point of the ROC curve where the true-positive rate equals `target_tpr`.
@@ -29,17 +29,10 @@ use std::cmp::Ordering;
 /// assert!((fpr95 - (0.95 - 1.0 / 3.0)).abs() < 1e-12);
 /// ```
 pub fn fpr_at_tpr(scores: &[f64], positives: &[bool], target_tpr: f64) -> Option<f64> {
-    if scores.len() != positives.len() || !(0.0..=1.0).contains(&target_tpr) {
+    if !(0.0..=1.0).contains(&target_tpr) {
         return None;
     }
-    let mut pairs: Vec<(f64, bool)> = scores
-        .iter()
-        .copied()
-        .zip(positives.iter().copied())
-        .filter(|(score, _)| !score.is_nan())
-        .collect();
-    // Descending, with -0.0 and 0.0 in one tie group (hence `partial_cmp`).
-    pairs.sort_unstable_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(Ordering::Equal));
+    let pairs = ranked(scores, positives, Order::Descending)?;
     let n_pos = pairs.iter().filter(|(_, positive)| *positive).count();
     let n_neg = pairs.len() - n_pos;
     if n_pos == 0 || n_neg == 0 {

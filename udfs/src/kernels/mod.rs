@@ -8,6 +8,7 @@ pub mod auroc;
 pub mod ece;
 pub mod fpr_at_tpr;
 pub mod otsu;
+mod ranked;
 
 pub use accuracy::accuracy;
 pub use auroc::auroc;
