@@ -47,14 +47,11 @@ impl ImageSource {
         if row >= array.len() || array.is_null(row) {
             return None;
         }
-        let bytes: &[u8] = match array.data_type() {
+        let bytes = match array.data_type() {
             DataType::Utf8 => return Some(array.as_string::<i32>().value(row).to_string()),
             DataType::LargeUtf8 => return Some(array.as_string::<i64>().value(row).to_string()),
             DataType::Utf8View => return Some(array.as_string_view().value(row).to_string()),
-            DataType::Binary => array.as_binary::<i32>().value(row),
-            DataType::LargeBinary => array.as_binary::<i64>().value(row),
-            DataType::BinaryView => array.as_binary_view().value(row),
-            _ => return None,
+            _ => binary_value(array.as_ref(), row)?,
         };
         Some(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
     }
@@ -65,5 +62,15 @@ impl ImageSource {
             ImageSource::Location { store, .. } => Some(store),
             ImageSource::Bytes { .. } => None,
         }
+    }
+}
+
+/// Row `i` of a Binary, LargeBinary or BinaryView column (`None` for another type).
+pub(super) fn binary_value(array: &dyn Array, i: usize) -> Option<&[u8]> {
+    match array.data_type() {
+        DataType::Binary => Some(array.as_binary::<i32>().value(i)),
+        DataType::LargeBinary => Some(array.as_binary::<i64>().value(i)),
+        DataType::BinaryView => Some(array.as_binary_view().value(i)),
+        _ => None,
     }
 }

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use object_store::path::Path;
 use object_store::ObjectStore;
 
-use super::image_source::ImageSource;
+use super::image_source::{binary_value, ImageSource};
 use crate::image::{decode, preprocess, DecodeLimits};
 use crate::model::PreprocessorConfig;
 use crate::source::{fetch, FetchOptions};
@@ -165,11 +165,3 @@ impl Loader {
     }
 }
 
-fn binary_value(array: &dyn Array, i: usize) -> Option<&[u8]> {
-    match array.data_type() {
-        DataType::Binary => Some(array.as_binary::<i32>().value(i)),
-        DataType::LargeBinary => Some(array.as_binary::<i64>().value(i)),
-        DataType::BinaryView => Some(array.as_binary_view().value(i)),
-        _ => None,
-    }
-}

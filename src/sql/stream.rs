@@ -272,8 +272,7 @@ impl ClipTtaStream {
             }
             let chunk = refetch::input_rows(batch, input_columns, &rows)?;
             let loaded = running.loader.load(&chunk).await?;
-            let (ok_rows, pixels): (Vec<usize>, Vec<Vec<f32>>) =
-                loaded.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|p| (i, p.clone()))).unzip();
+            let pixels: Vec<Vec<f32>> = loaded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
             let prediction = if pixels.is_empty() {
                 BatchPrediction::default()
             } else {
@@ -287,11 +286,13 @@ impl ClipTtaStream {
                 .map_err(|e| DataFusionError::External(Box::new(e)))??
             };
             let mut builder = PredictionBuilder::new(self.columns.clone(), &self.options.classes, chunk.num_rows());
-            for (i, result) in loaded.iter().enumerate() {
+            // The predictions are the loaded rows', in row order.
+            let mut predicted = 0;
+            for result in &loaded {
                 match result {
                     Ok(_) => {
-                        let index = ok_rows.iter().position(|&r| r == i).ok_or_else(|| internal_datafusion_err!("refetched row {i} has no prediction"))?;
-                        builder.append_predicted(&prediction, index);
+                        builder.append_predicted(&prediction, predicted);
+                        predicted += 1;
                     }
                     Err(failure) => builder.append_failed(failure.status, &failure.message),
                 }

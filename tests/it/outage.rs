@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, RecordBatch};
 use datafusion::physical_plan::execute_stream;
 use futures::StreamExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -100,12 +100,25 @@ async fn run_with(sql: &str, after_first: impl std::future::Future<Output = ()>)
     Ok(batches)
 }
 
+/// (status, error or empty) of every row, in order.
 fn statuses(batches: &[RecordBatch]) -> Vec<(String, String)> {
+    column_text(batches, &["status", "error"]).into_iter().map(|mut r| (r.remove(0), r.remove(0))).collect()
+}
+
+/// The named columns of every row as text (a null as the empty string), in order.
+fn column_text(batches: &[RecordBatch], names: &[&str]) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     for b in batches {
-        let (status, error) = (b.column_by_name("status").unwrap().as_string::<i32>(), b.column_by_name("error").unwrap().as_string::<i32>());
         for i in 0..b.num_rows() {
-            rows.push((status.value(i).to_string(), if error.is_null(i) { String::new() } else { error.value(i).to_string() }));
+            rows.push(
+                names
+                    .iter()
+                    .map(|n| {
+                        let c = b.column_by_name(n).unwrap();
+                        if c.is_null(i) { String::new() } else { arrow::util::display::array_value_to_string(c, i).unwrap() }
+                    })
+                    .collect(),
+            );
         }
     }
     rows
@@ -170,14 +183,10 @@ async fn a_store_that_stays_down_ends_in_fetch_errors_within_the_deadline() -> a
 
 /// (location, status, label, confidence as text) of every row, in order.
 fn labelled(batches: &[RecordBatch]) -> Vec<(String, String, String, String)> {
-    let mut rows = Vec::new();
-    for b in batches {
-        let text = |name: &str, i: usize| arrow::util::display::array_value_to_string(b.column_by_name(name).unwrap(), i).unwrap();
-        for i in 0..b.num_rows() {
-            rows.push((text("location", i), text("status", i), text("label", i), text("confidence", i)));
-        }
-    }
-    rows
+    column_text(batches, &["location", "status", "label", "confidence"])
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone(), r[3].clone()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
