@@ -202,6 +202,15 @@ impl Args for TtaArgs {
             }
             cmd.arg(arg)
         })
+        .arg(
+            Arg::new("set")
+                .long("set")
+                .value_name("SETTING=VALUE")
+                .action(clap::ArgAction::Append)
+                .value_parser(parse_key_value)
+                .help("a setting of the method (num_shots=16, pos_alpha=1.5, ...; README lists each method's)")
+                .help_heading("Adaptation options"),
+        )
     }
 
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
@@ -211,11 +220,14 @@ impl Args for TtaArgs {
 
 impl FromArgMatches for TtaArgs {
     fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
-        let pairs = OPTIONS
+        let mut pairs: Vec<(String, OptionValue)> = OPTIONS
             .iter()
             .filter(|def| matches.value_source(def.name) == Some(ValueSource::CommandLine))
             .filter_map(|def| matches.get_one::<String>(def.name).map(|v| (def.name.to_string(), OptionValue::Text(v.clone()))))
             .collect();
+        if let Some(settings) = matches.get_many::<(String, String)>("set") {
+            pairs.extend(settings.map(|(k, v)| (k.clone(), OptionValue::Text(v.clone()))));
+        }
         Ok(Self { pairs })
     }
 

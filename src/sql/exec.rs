@@ -128,6 +128,10 @@ impl DisplayAs for ClipTtaExec {
                 if o.open_set {
                     write!(f, ", open_set=true")?;
                 }
+                let changed = o.changed_settings();
+                if !changed.is_empty() {
+                    write!(f, ", settings=[{}]", changed.join(", "))?;
+                }
                 Ok(())
             }
             DisplayFormatType::TreeRender => {
@@ -137,6 +141,9 @@ impl DisplayAs for ClipTtaExec {
                 writeln!(f, "reset={}", o.reset)?;
                 if o.open_set {
                     writeln!(f, "open_set=true")?;
+                }
+                for setting in o.changed_settings() {
+                    writeln!(f, "{setting}")?;
                 }
                 Ok(())
             }

@@ -63,6 +63,10 @@ pub struct ClipTtaOptions {
     pub lr: Option<f64>,
     /// Reset policy.
     pub reset: Reset,
+    /// The method's other hyper-parameters, by name as given (`num_shots => 16`), applied over
+    /// its defaults ([`crate::tta::Method::settings`] lists each method's).
+    #[serde(default)]
+    pub method_settings: Vec<(String, String)>,
     /// `shuffle` (seeded) or `listing` (path order) for lake scans.
     pub shuffle: bool,
     /// Seed of the listing shuffle and the memory sampler.
@@ -282,8 +286,8 @@ pub const OPTIONS: &[OptionDef] = &[
     },
     OptionDef {
         name: "method",
-        kind: "zero_shot|tent|cliptta",
-        doc: "adaptation method",
+        kind: "method",
+        doc: "adaptation method (see the methods and their settings below)",
         apply: |o, v| {
             o.method = text(v, "a method name")?.parse().map_err(|e: crate::Error| match e {
                 crate::Error::InvalidInput(m) => m,
@@ -569,6 +573,7 @@ impl ClipTtaOptions {
             steps: None,
             lr: None,
             reset: Reset::Never,
+            method_settings: Vec::new(),
             shuffle: true,
             seed: 42,
             extensions: Extensions::default(),
@@ -619,6 +624,11 @@ impl ClipTtaOptions {
                 if let Err(e) = def.apply(&mut o, value) {
                     errors.push(format!("option `{key}`: {e}"));
                 }
+            } else if is_method_setting(&key) {
+                match value {
+                    OptionValue::Text(v) => o.method_settings.push((key, v.trim().to_string())),
+                    OptionValue::List(_) => errors.push(format!("option `{key}`: expected a value, got a list")),
+                }
             } else if is_store_option(&key) {
                 match value {
                     OptionValue::Text(v) => o.store_options.push((key, v.clone())),
@@ -663,16 +673,17 @@ impl ClipTtaOptions {
         }
     }
 
-    /// The adapter's method settings: the method's defaults with `steps`, `lr`, `reset` and
-    /// `seed` applied.
+    /// The adapter's method settings: the method's defaults with `steps`, `lr`, `reset`, `seed`
+    /// and the method settings given applied. A setting the method does not have is an error
+    /// naming both.
     pub fn method_config(&self) -> Result<MethodConfig, String> {
         let mut m = MethodConfig::new(self.method, self.open_set);
-        if self.open_set && self.method != Method::Cliptta {
-            return Err(format!("option `open_set` needs method cliptta, not `{}`", self.method));
+        if self.open_set && !self.method.has_open_set() {
+            let with: Vec<&str> = Method::ALL.iter().filter(|m| m.has_open_set()).map(|m| m.as_str()).collect();
+            return Err(format!("option `open_set` needs a method with an open-set variant ({}), not `{}`", with.join(", "), self.method));
         }
-        let adapts = self.method.adapts();
         for (key, given) in [("steps", self.steps.is_some()), ("lr", self.lr.is_some())] {
-            if given && !adapts {
+            if given && !m.has_setting(key) {
                 return Err(format!("option `{key}` does not apply to method {}", self.method));
             }
         }
@@ -682,15 +693,39 @@ impl ClipTtaOptions {
         if let Some(lr) = self.lr {
             m.set_lr(lr).map_err(|e| format!("option `lr`: {e}"))?;
         }
-        if adapts {
+        if m.has_setting("reset") {
             // Within one adapter, `per_partition` is continual.
             let reset = if self.reset == Reset::PerBatch { Reset::PerBatch } else { Reset::Never };
             m.set_reset(reset).map_err(|e| format!("option `reset`: {e}"))?;
         }
-        if self.method == Method::Cliptta {
+        if m.has_setting("seed") {
             m.set_seed(self.seed).map_err(|e| format!("option `seed`: {e}"))?;
         }
+        for (key, value) in &self.method_settings {
+            if !m.has_setting(key) {
+                let of: Vec<&str> = Method::ALL.iter().filter(|m| m.settings().iter().any(|s| s.name == key)).map(|m| m.as_str()).collect();
+                return Err(format!("option `{key}` is a setting of {}, not of method {}", of.join(", "), self.method));
+            }
+            m.set(key, value).map_err(|e| match e {
+                crate::Error::InvalidInput(message) => format!("option `{key}`: {message}"),
+                other => format!("option `{key}`: {other}"),
+            })?;
+        }
         Ok(m)
+    }
+
+    /// The method's settings that differ from its defaults, as `key=value` (for EXPLAIN).
+    pub fn changed_settings(&self) -> Vec<String> {
+        let Ok(m) = self.method_config() else { return Vec::new() };
+        let defaults = MethodConfig::new(self.method, self.open_set);
+        self.method
+            .settings()
+            .iter()
+            .filter_map(|s| {
+                let v = m.get(s.name)?;
+                (defaults.get(s.name).as_ref() != Some(&v)).then(|| format!("{}={v}", s.name))
+            })
+            .collect()
     }
 
     /// The settings a checkpointed scan must keep to continue (every option that changes the
@@ -766,11 +801,27 @@ pub fn options_markdown() -> String {
     out.push_str(
         "| `aws_*`, `google_*`, `azure_*`, `allow_http`, ... | text | – | object-store keys, passed to the store of the images or of the model (whichever they apply to); credentials otherwise come from the usual environment variables |\n",
     );
+    out.push_str("\nEach method's settings, given as options like the ones above (`num_shots => 16`; CLI: `-o num_shots=16`); the defaults are the official scripts' (closed set / open set where they differ). A setting the chosen method does not have is a planning error.\n\n");
+    out.push_str("| method | setting | default | meaning |\n|---|---|---|---|\n");
+    for &method in Method::ALL {
+        let (closed, open) = (MethodConfig::new(method, false), MethodConfig::new(method, true));
+        for s in method.settings() {
+            let (c, o) = (closed.get(s.name).unwrap_or_default(), open.get(s.name).unwrap_or_default());
+            let default = if method.has_open_set() && c != o { format!("`{c}` / `{o}`") } else { format!("`{c}`") };
+            out.push_str(&format!("| `{method}` | `{}` | {default} | {} |\n", s.name, s.doc.replace('|', "\\|")));
+        }
+    }
     out
 }
 
+/// Whether some method has a setting named `key`.
+fn is_method_setting(key: &str) -> bool {
+    Method::ALL.iter().any(|m| m.settings().iter().any(|s| s.name == key))
+}
+
 fn unknown(key: &str) -> String {
-    let closest = OPTIONS.iter().map(|d| (edit_distance(key, d.name), d.name)).min();
+    let settings = Method::ALL.iter().flat_map(|m| m.settings().iter().map(|s| s.name));
+    let closest = OPTIONS.iter().map(|d| d.name).chain(settings).map(|name| (edit_distance(key, name), name)).min();
     match closest {
         Some((d, name)) if d <= 2 => format!("unknown option `{key}` (did you mean `{name}`?)"),
         _ => format!("unknown option `{key}`"),
@@ -829,7 +880,12 @@ mod tests {
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
             (vec![("model", &model)], "option `classes` is required: a comma-separated list, a SQL list, or a file with one class per line"),
             (vec![("classes", "a"), ("model", &model), ("clases", "b")], "unknown option `clases` (did you mean `classes`?)"),
-            (vec![("classes", "a"), ("model", &model), ("method", "sar")], "option `method`: `sar` is not one of zero_shot, tent, cliptta"),
+            (vec![("classes", "a"), ("model", &model), ("method", "sar")], "option `method`: `sar` is not one of zero_shot, tent, cliptta, tda"),
+            (vec![("classes", "a"), ("model", &model), ("method", "tent"), ("num_shots", "16")], "option `num_shots` is a setting of cliptta, not of method tent"),
+            (vec![("classes", "a"), ("model", &model), ("method", "tda"), ("steps", "3")], "option `steps` does not apply to method tda"),
+            (vec![("classes", "a"), ("model", &model), ("method", "tda"), ("pos_capacity", "0")], "option `pos_capacity`: `pos_capacity` = 0: a cache needs room for one entry per class"),
+            (vec![("classes", "a"), ("model", &model), ("method", "tda"), ("open_set", "true")], "option `open_set` needs a method with an open-set variant (cliptta), not `tda`"),
+            (vec![("classes", "a"), ("model", &model), ("num_shot", "3")], "unknown option `num_shot` (did you mean `num_shots`?)"),
             (vec![("classes", "a"), ("model", &model), ("lr", "fast")], "option `lr`: `fast` is not a positive number"),
             (vec![("classes", "a"), ("model", &model), ("adapt_batch_size", "0")], "option `adapt_batch_size`: `0` is not a positive integer"),
             (vec![("classes", "a"), ("model", "/nonexistent")], "option `model`: no model at `/nonexistent` (config.json not found)"),
@@ -872,6 +928,18 @@ mod tests {
                 assert_eq!(back, o, "{}={text}", def.name);
             }
         }
+    }
+
+    #[test]
+    fn method_settings_apply_and_show() {
+        let o = ClipTtaOptions::parse(&pairs(&[("classes", "a,b"), ("model", &tiny()), ("num_shots", "16"), ("sample_size", "128"), ("lr", "1e-5")])).unwrap();
+        let crate::tta::MethodConfig::Cliptta(c) = o.method_config().unwrap() else { panic!("cliptta") };
+        assert_eq!((c.num_shots, c.sample_size, c.adam.lr), (16, 128, 1e-5));
+        assert_eq!(o.changed_settings(), ["lr=0.00001", "num_shots=16", "sample_size=128"]);
+        let fp = o.job_fingerprint();
+        assert_eq!(fp["method_config.num_shots"], "16");
+        let tda = ClipTtaOptions::parse(&pairs(&[("classes", "a,b"), ("model", &tiny()), ("method", "tda"), ("pos_alpha", "1.5")])).unwrap();
+        assert_eq!(tda.method_config().unwrap().get("pos_alpha").as_deref(), Some("1.5"));
     }
 
     #[test]

@@ -9,10 +9,15 @@ pub(crate) fn log_softmax(x: &Tensor) -> Result<Tensor> {
     crate::model::differentiable_log_softmax(x)
 }
 
+/// Per row, the entropy of `softmax(logits)` `[n]`.
+pub fn row_entropies(logits: &Tensor) -> Result<Tensor> {
+    let logp = log_softmax(logits)?;
+    (logp.exp()? * &logp)?.sum(D::Minus1)?.neg()
+}
+
 /// Mean over rows of the entropy of `softmax(logits)`.
 fn mean_row_entropy(logits: &Tensor) -> Result<Tensor> {
-    let logp = log_softmax(logits)?;
-    (logp.exp()? * &logp)?.sum(D::Minus1)?.neg()?.mean_all()
+    row_entropies(logits)?.mean_all()
 }
 
 /// CLIPTTA's soft contrastive loss: each image's pseudo-label (argmax cosine) selects its

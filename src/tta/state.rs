@@ -1,15 +1,16 @@
-//! Saving and resuming an adapter: the adapted LayerNorms, Adam moments, threshold and memory go
-//! to a safetensors file; the settings and counters to a JSON file beside it.
+//! Saving and resuming an adapter: the adapted LayerNorms and the method's tensors (optimiser
+//! moments, threshold, memory, caches) go to a safetensors file; the settings, counters and the
+//! method's scalars to a JSON file beside it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::adapter::{AdaptStats, Adapter};
-use super::method::MethodConfig;
+use super::adapter::Adapter;
+use super::methods::{MethodConfig, MethodState};
+use super::stats::AdaptStats;
 use crate::error::{Error, Result};
 
 const FORMAT_VERSION: u32 = 1;
@@ -22,10 +23,11 @@ struct StateInfo {
     classes: Vec<String>,
     templates: Vec<String>,
     method: MethodConfig,
-    adam_step: u64,
-    /// The memory sampler's position in its stream, as a decimal string (u128).
-    rng_word_pos: String,
     stats: AdaptStats,
+    /// The method's scalars (Adam's step count, a sampler's position), beside the fields above
+    /// as in earlier files.
+    #[serde(flatten)]
+    method_state: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The settings file that accompanies a state file: `state.safetensors` → `state.json`.
@@ -36,17 +38,13 @@ pub fn info_path(path: &Path) -> PathBuf {
 impl Adapter {
     /// Writes the resumable state to `path` (safetensors) and [`info_path`]`(path)` (JSON).
     pub fn save_state(&self, path: &Path) -> Result<()> {
+        let mut state = MethodState::default();
+        self.method.save(&mut state)?;
         let mut tensors: HashMap<String, Tensor> = self.params.to_named()?;
-        let (m, v) = self.adam.moments();
-        for (i, (m, v)) in m.iter().zip(v).enumerate() {
-            tensors.insert(format!("adam.m.{i}"), m.clone());
-            tensors.insert(format!("adam.v.{i}"), v.clone());
-        }
-        tensors.insert("alpha".into(), self.alpha.as_tensor().copy()?);
-        if let Some((images, labels, conf)) = self.memory.to_tensors()? {
-            tensors.insert("memory.images".into(), images);
-            tensors.insert("memory.labels".into(), labels);
-            tensors.insert("memory.confidence".into(), conf);
+        for (name, t) in state.tensors {
+            if tensors.insert(name.clone(), t).is_some() {
+                return Err(Error::Internal(format!("method state tensor `{name}` shadows a LayerNorm")));
+            }
         }
         let tensors = tensors
             .into_iter()
@@ -59,10 +57,9 @@ impl Adapter {
             model_hash: self.model.content_hash().to_string(),
             classes: self.classes.clone(),
             templates: self.templates.clone(),
-            method: self.method.clone(),
-            adam_step: self.adam.step_count(),
-            rng_word_pos: self.rng.get_word_pos().to_string(),
+            method: self.config.clone(),
             stats: self.stats.clone(),
+            method_state: state.info,
         };
         let json_path = info_path(path);
         let text = serde_json::to_string_pretty(&info).map_err(|source| Error::Json { path: json_path.clone(), source })?;
@@ -88,32 +85,14 @@ impl Adapter {
         if info.templates != self.templates {
             return Err(mismatch("template list"));
         }
-        if info.method != self.method {
+        if info.method != self.config {
             return Err(mismatch("method or hyper-parameters"));
         }
         let device = self.model.device().clone();
         let tensors = candle_core::safetensors::load(path, &device)
             .map_err(|e| Error::Weights { path: path.to_path_buf(), message: e.to_string() })?;
-        let get = |name: &str| {
-            tensors.get(name).cloned().ok_or_else(|| Error::MissingTensor { path: path.to_path_buf(), name: name.into() })
-        };
         self.params.load_named(&tensors)?;
-        let count = self.adam.moments().0.len();
-        let m = (0..count).map(|i| get(&format!("adam.m.{i}"))).collect::<Result<Vec<_>>>()?;
-        let v = (0..count).map(|i| get(&format!("adam.v.{i}"))).collect::<Result<Vec<_>>>()?;
-        self.adam.set_state(info.adam_step, m, v)?;
-        self.alpha.set(&get("alpha")?.to_dtype(self.alpha.dtype())?)?;
-        match (tensors.get("memory.images"), tensors.get("memory.labels"), tensors.get("memory.confidence")) {
-            (Some(i), Some(l), Some(c)) => self.memory.load_tensors(&i.to_dtype(self.model.dtype())?, l, c)?,
-            _ => self.memory.clear(),
-        }
-        let word_pos: u128 = info.rng_word_pos.parse().map_err(|_| mismatch("sampler position (unreadable)"))?;
-        let seed = match &self.method {
-            MethodConfig::Cliptta(c) => c.seed,
-            _ => 0,
-        };
-        self.rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        self.rng.set_word_pos(word_pos);
+        self.method.load(&MethodState { tensors, info: info.method_state }, &json_path)?;
         self.stats = info.stats;
         Ok(())
     }

@@ -13,5 +13,7 @@ mod outage;
 mod preprocess;
 mod sources;
 mod sql;
+mod tda;
 mod tta;
+mod unient;
 mod support;

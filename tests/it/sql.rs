@@ -242,7 +242,7 @@ async fn explain_shows_the_exec_and_analyze_its_metrics() -> anyhow::Result<()> 
     let plan = table(&ctx, &format!("EXPLAIN SELECT * FROM {call}")).await?;
     // Whole lines of the physical plan (the table's cells, trimmed).
     let lines: Vec<&str> = plan.lines().flat_map(|l| l.split('|')).map(str::trim).collect();
-    assert!(lines.contains(&"ClipTtaExec: method=cliptta, classes=3, batch=4, reset=never"), "{plan}");
+    assert!(lines.contains(&"ClipTtaExec: method=cliptta, classes=3, batch=4, reset=never, settings=[steps=1]"), "{plan}");
     let listing = format!("ImageListingExec: location={}, extensions=jpg,jpeg,png,webp,gif,bmp,tif,tiff, order=shuffle(seed=42), partitions=1", dir.path().display());
     assert!(lines.contains(&listing.as_str()), "no line `{listing}` in\n{plan}");
     let analyzed = table(&ctx, &format!("EXPLAIN ANALYZE SELECT * FROM {call}")).await?;
@@ -421,5 +421,47 @@ async fn named_arguments_plan_like_key_value_pairs() -> anyhow::Result<()> {
     assert!(err.contains("named arguments come last"), "{err}");
     let err = planning_error(format!("SELECT * FROM cliptta('{lake}', classes => 'a,b', model => '{model}', clases => 'c')")).await;
     assert!(err.contains("unknown option `clases` (did you mean `classes`?)"), "{err}");
+    Ok(())
+}
+
+/// Every registered method runs through `cliptta(...)` with its own settings as options: each
+/// input row once with its status, the settings in EXPLAIN, and a setting the method lacks a
+/// planning error naming both.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_method_runs_in_sql_with_its_settings() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_lake(dir.path());
+    let ctx = session();
+    let model = tiny_model();
+    let lake = dir.path().display();
+    for (method, settings) in [
+        ("zero_shot", ""),
+        ("tent", ", 'steps', 1, 'beta_reg', 0.5"),
+        ("cliptta", ", 'steps', 1, 'num_shots', 2, 'sample_size', 4"),
+        ("tda", ", 'pos_alpha', 1.5, 'neg_capacity', 3"),
+        ("unient", ", 'steps', 1, 'open_set', true"),
+    ] {
+        let call = format!("cliptta('{lake}', 'classes', '{CLASSES}', 'model', '{model}', 'adapt_batch_size', 4, 'max_pixels', 10000, 'method', '{method}'{settings})");
+        let sql = format!(
+            "SELECT regexp_replace(location, '.*/', '') AS name, status, label IN ('cat', 'dog', 'bird') AS labelled, error IS NULL AS no_error FROM {call} ORDER BY name"
+        );
+        assert_eq!(table(&ctx, &sql).await?, EXPECTED_LAKE, "{method}");
+        let plan = table(&ctx, &format!("EXPLAIN SELECT * FROM {call}")).await?;
+        let wanted = match method {
+            "zero_shot" => "ClipTtaExec: method=zero_shot, classes=3, batch=4, reset=never".to_string(),
+            "tent" => "ClipTtaExec: method=tent, classes=3, batch=4, reset=never, settings=[steps=1, beta_reg=0.5]".to_string(),
+            "cliptta" => "ClipTtaExec: method=cliptta, classes=3, batch=4, reset=never, settings=[steps=1, num_shots=2, sample_size=4]".to_string(),
+            "tda" => "ClipTtaExec: method=tda, classes=3, batch=4, reset=never, settings=[pos_alpha=1.5, neg_capacity=3]".to_string(),
+            _ => "ClipTtaExec: method=unient, classes=3, batch=4, reset=never, open_set=true, settings=[steps=1]".to_string(),
+        };
+        let lines: Vec<&str> = plan.lines().flat_map(|l| l.split('|')).map(str::trim).collect();
+        assert!(lines.contains(&wanted.as_str()), "no line `{wanted}` in\n{plan}");
+    }
+    let err = ctx
+        .sql(&format!("SELECT * FROM cliptta('{lake}', 'classes', '{CLASSES}', 'model', '{model}', 'method', 'tda', 'num_shots', 16)"))
+        .await
+        .map(|_| ())
+        .expect_err("tda has no num_shots");
+    assert_eq!(err.strip_backtrace(), "Error during planning: cliptta: option `num_shots` is a setting of cliptta, not of method tda");
     Ok(())
 }
