@@ -37,9 +37,12 @@ struct Args {
     /// Corruptions to run (comma-separated names; default all 15).
     #[arg(long, value_delimiter = ',')]
     corruptions: Vec<String>,
-    /// Closed-set methods to compare.
-    #[arg(long, value_delimiter = ',', default_value = "zero_shot,tent,cliptta")]
+    /// Closed-set methods to compare (`--methods ''` for none).
+    #[arg(long, value_delimiter = ',', default_value = "zero_shot,tent,cliptta,tda")]
     methods: Vec<String>,
+    /// Open-set methods to compare with `--open-set`.
+    #[arg(long, value_delimiter = ',', default_value = "zero_shot,cliptta,unient")]
+    open_methods: Vec<String>,
     /// In-distribution images per batch.
     #[arg(long, default_value_t = 128)]
     batch: usize,
@@ -119,7 +122,9 @@ fn run_stream(
 
 fn main() -> Result<()> {
     cliptta::allocator::retain_freed_memory();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    args.methods.retain(|m| !m.trim().is_empty());
+    args.open_methods.retain(|m| !m.trim().is_empty());
     let load = LoadOptions { device: args.device.parse()?, ..LoadOptions::default() };
     let model = Arc::new(ClipModel::load(&args.model, &load).context("loading the model")?);
     anyhow::ensure!(model.config().vision.image_size == SIDE, "the benchmark needs a {SIDE}px model");
@@ -149,7 +154,9 @@ fn main() -> Result<()> {
         header += &format!(" {m} acc | {m} classes | {m} ms/img |");
     }
     if args.open_set {
-        header += " ZS-open ACC | ZS-open AUROC | ZS-open FPR95 | CLIPTTA-open ACC | CLIPTTA-open AUROC | CLIPTTA-open FPR95 |";
+        for m in &args.open_methods {
+            header += &format!(" {m}-open ACC | {m}-open AUROC | {m}-open FPR95 | {m}-open ms/img |");
+        }
     }
     println!("{header}");
     println!("|{}", "---|".repeat(header.matches('|').count() - 1));
@@ -177,9 +184,9 @@ fn main() -> Result<()> {
                 .collect::<cliptta_bench::Result<_>>()?;
             // The file is sorted by digit; mix it so every batch sees every digit.
             ood.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-            for m in ["zero_shot", "cliptta"] {
+            for m in &args.open_methods {
                 let r = run_stream(&model, MethodConfig::from_name(m, true)?, &id, Some(&ood), args.batch, args.ood_batch)?;
-                row.extend([100.0 * r.accuracy, 100.0 * r.auroc.unwrap_or(f64::NAN), 100.0 * r.fpr95.unwrap_or(f64::NAN)]);
+                row.extend([100.0 * r.accuracy, 100.0 * r.auroc.unwrap_or(f64::NAN), 100.0 * r.fpr95.unwrap_or(f64::NAN), r.ms_per_image]);
             }
         }
         for (s, v) in sums.iter_mut().zip(&row) {

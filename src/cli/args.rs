@@ -26,6 +26,9 @@ pub enum Command {
     Sql(SqlArgs),
     /// Label every image under a location and write the predictions to Parquet.
     Label(LabelArgs),
+    /// Label one lake with several methods and print them side by side: time, images/s, peak
+    /// memory, and with `--labels` accuracy, AUROC and FPR95.
+    Compare(CompareArgs),
     /// Run an Apache Ballista scheduler or executor with cliptta's codecs (feature `ballista`).
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -140,6 +143,34 @@ pub struct SqlArgs {
     /// partition (every cluster task) from that state.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub warm_start: usize,
+}
+
+/// `cliptta compare`.
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The images: a directory, a glob, or a URL, as for `label`.
+    pub location: String,
+    /// Methods to compare, in order.
+    #[arg(long, value_delimiter = ',', default_value = "zero_shot,tent,cliptta,tda", value_parser = parse_method)]
+    pub methods: Vec<cliptta::tta::Method>,
+    /// Ground truth: a CSV with `path` (matched as the end of each image's location), `label`
+    /// and optionally `is_ood` (then AUROC and FPR95 are reported).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Where each method's labels go, as `<method>.parquet`.
+    #[arg(long, default_value = "target/compare")]
+    pub out: PathBuf,
+    /// Object-store settings as KEY=VALUE, as for `label`.
+    #[arg(short = 'o', long = "store-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub store_options: Vec<(String, String)>,
+    /// Adaptation options, passed to every method that has them (`--open-set` to the methods
+    /// with an open-set variant).
+    #[command(flatten)]
+    pub options: TtaArgs,
+}
+
+fn parse_method(s: &str) -> Result<cliptta::tta::Method, String> {
+    s.parse().map_err(|e: cliptta::Error| e.to_string())
 }
 
 /// `cliptta label`.

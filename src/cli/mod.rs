@@ -42,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Sql(args) => commands::sql::run(args).await,
             Command::Label(args) => commands::label::run(args).await,
+            Command::Compare(args) => commands::compare::run(args).await,
             Command::Cluster(command) => commands::cluster::run(command).await,
         }
     })

@@ -174,3 +174,53 @@ fn an_installed_binary_runs_the_demo_from_anywhere() -> anyhow::Result<()> {
     assert!(cwd.path().join("target/demo/zero_shot.parquet").is_file());
     Ok(())
 }
+
+/// `compare` runs every method as its own `label` and scores each output in SQL: the accuracy
+/// it prints is the share of labelled rows that match the truth, read back from its Parquet.
+#[test]
+fn compare_prints_each_method_scored_against_the_truth() -> anyhow::Result<()> {
+    use arrow::array::{Array, AsArray};
+    let dir = tempfile::tempdir()?;
+    let lake = dir.path().join("lake");
+    write_lake(&lake);
+    let truth = dir.path().join("truth.csv");
+    let names = ["a.png", "b.png", "c.jpg", "d.jpg", "e.png", "f.jpg"];
+    let wanted = ["cat", "dog", "bird", "cat", "dog", "bird"];
+    let csv: String = std::iter::once("path,label".to_string()).chain(names.iter().zip(wanted).map(|(n, l)| format!("{n},{l}"))).collect::<Vec<_>>().join("\n");
+    std::fs::write(&truth, csv)?;
+    let out = dir.path().join("cmp");
+    let model = tiny_model();
+    let run = cliptta(&[
+        "compare", lake.to_str().unwrap_or_default(), "--methods", "zero_shot,tda,unient", "--labels", truth.to_str().unwrap_or_default(),
+        "--out", out.to_str().unwrap_or_default(), "--classes", "cat,dog,bird", "--model", &model, "--adapt-batch-size", "4", "--steps", "1",
+        "--max-pixels", "10000", "--open-set", "--set", "pos_alpha=1.5",
+    ]);
+    let stdout = text(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", text(&run.stderr));
+    for method in ["zero_shot", "tda", "unient"] {
+        let row = stdout.lines().find(|l| l.starts_with(&format!("| {method} |"))).unwrap_or_else(|| panic!("no {method} row:\n{stdout}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells[10], "6/11", "{row}");
+        assert!(cells[4].parse::<u64>().is_ok_and(|mib| mib > 0), "peak memory: {row}");
+        let file = std::fs::File::open(out.join(format!("{method}.parquet")))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+        let (mut right, mut labelled) = (0, 0);
+        for batch in reader {
+            let batch = batch?;
+            let location = batch.column_by_name("location").unwrap().as_string::<i32>().clone();
+            let label = batch.column_by_name("label").unwrap().as_string::<i32>().clone();
+            for i in 0..batch.num_rows() {
+                if label.is_null(i) {
+                    continue;
+                }
+                let name = location.value(i).rsplit('/').next().unwrap_or_default();
+                let Some(k) = names.iter().position(|n| *n == name) else { continue };
+                labelled += 1;
+                right += usize::from(label.value(i) == wanted[k]);
+            }
+        }
+        assert_eq!(labelled, 6);
+        assert_eq!(cells[5], format!("{:.2}%", 100.0 * right as f64 / 6.0), "{row}");
+    }
+    Ok(())
+}

@@ -3,15 +3,14 @@
 //! function, writes each run to Parquet, and scores the runs in SQL against `labels.csv` with the
 //! evaluation aggregates (accuracy on in-distribution images, AUROC and FPR95 for OOD).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use include_dir::{include_dir, Dir};
-use arrow::array::{Array, Float64Array, Int64Array};
-use datafusion::prelude::CsvReadOptions;
 
 use crate::cli::args::DemoArgs;
+use crate::cli::commands::evaluate::{evaluate, percent, register_truth, sql_path};
 use crate::cli::commands::sql::session;
 
 /// `data/lake`, compiled in so that an installed binary runs the demo from any directory.
@@ -22,10 +21,6 @@ fn demo_lake() -> anyhow::Result<PathBuf> {
     let root = cliptta::source::cache_root().join("lakes");
     let id = cliptta::source::embedded::content_id(&DEMO_LAKE);
     cliptta::source::embedded::materialise(&DEMO_LAKE, &root, "demo", &id).context("writing the embedded demo lake")
-}
-
-fn sql_path(p: &Path) -> String {
-    p.display().to_string().replace('\'', "''")
 }
 
 /// Runs the demo.
@@ -41,9 +36,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let labels = lake.join("labels.csv");
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let ctx = session();
-    ctx.register_csv("labels", labels.to_str().context("non-UTF-8 path")?, CsvReadOptions::new().has_header(true))
-        .await
-        .with_context(|| format!("reading {}", labels.display()))?;
+    let truth = register_truth(&ctx, &labels).await?;
     let classes = cliptta::source::DEFAULT_MODEL_CLASSES.join(",");
     println!("cliptta demo: lake {} , model {} , device {}", lake.display(), model.display(), args.device);
     println!("classes: {classes}");
@@ -68,35 +61,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let started = Instant::now();
         ctx.sql(&copy).await?.collect().await.with_context(|| format!("labelling with {method}"))?;
         let seconds = started.elapsed().as_secs_f64();
-        let eval = format!(
-            "SELECT count(*) AS total, \
-                    CAST(sum(CASE WHEN p.status = 'ok' THEN 1 ELSE 0 END) AS BIGINT) AS ok, \
-                    accuracy(CASE WHEN NOT l.is_ood THEN p.label END, CASE WHEN NOT l.is_ood THEN l.label END) AS acc, \
-                    auroc(p.ood_score, NOT l.is_ood) AS auroc, \
-                    fpr_at_tpr(p.ood_score, NOT l.is_ood, 0.95) AS fpr95, \
-                    avg(CASE WHEN p.is_ood THEN 1.0 ELSE 0.0 END) AS flagged \
-             FROM '{}' p JOIN labels l ON p.location LIKE concat('%/', l.path)",
-            sql_path(&out)
-        );
-        let batches = ctx.sql(&eval).await?.collect().await?;
-        let batch = batches.first().context("the evaluation query returned nothing")?;
-        let int = |i: usize| batch.column(i).as_any().downcast_ref::<Int64Array>().map_or(0, |a| a.value(0));
-        let float = |i: usize| {
-            batch
-                .column(i)
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .and_then(|a| if a.is_null(0) { None } else { Some(a.value(0)) })
-                .map_or_else(|| "n/a".to_string(), |v| format!("{:.2}%", 100.0 * v))
-        };
-        let (total, ok) = (int(0), int(1));
+        let scores = evaluate(&ctx, &out, Some(truth)).await?;
         println!(
-            "| {method} | {seconds:.1} | {:.1} | {} | {} | {} | {} | {ok}/{total} | {} |",
-            total as f64 / seconds,
-            float(2),
-            float(3),
-            float(4),
-            float(5),
+            "| {method} | {seconds:.1} | {:.1} | {} | {} | {} | {} | {}/{} | {} |",
+            scores.total as f64 / seconds,
+            percent(scores.accuracy),
+            percent(scores.auroc),
+            percent(scores.fpr95),
+            percent(scores.flagged),
+            scores.ok,
+            scores.total,
             out.display()
         );
     }
