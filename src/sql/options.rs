@@ -801,7 +801,7 @@ pub fn options_markdown() -> String {
     out.push_str(
         "| `aws_*`, `google_*`, `azure_*`, `allow_http`, ... | text | – | object-store keys, passed to the store of the images or of the model (whichever they apply to); credentials otherwise come from the usual environment variables |\n",
     );
-    out.push_str("\nEach method's settings, given as options like the ones above (`num_shots => 16`; CLI: `-o num_shots=16`); the defaults are the official scripts' (closed set / open set where they differ). A setting the chosen method does not have is a planning error.\n\n");
+    out.push_str("\nEach method's settings, given as options like the ones above (`num_shots => 16`; CLI: `--set num_shots=16`); the defaults are the official scripts' (closed set / open set where they differ). A setting the chosen method does not have is a planning error.\n\n");
     out.push_str("| method | setting | default | meaning |\n|---|---|---|---|\n");
     for &method in Method::ALL {
         let (closed, open) = (MethodConfig::new(method, false), MethodConfig::new(method, true));
@@ -880,11 +880,11 @@ mod tests {
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
             (vec![("model", &model)], "option `classes` is required: a comma-separated list, a SQL list, or a file with one class per line"),
             (vec![("classes", "a"), ("model", &model), ("clases", "b")], "unknown option `clases` (did you mean `classes`?)"),
-            (vec![("classes", "a"), ("model", &model), ("method", "sar")], "option `method`: `sar` is not one of zero_shot, tent, cliptta, tda"),
+            (vec![("classes", "a"), ("model", &model), ("method", "eata")], "option `method`: `eata` is not one of zero_shot, tent, cliptta, tda, unient, sar"),
             (vec![("classes", "a"), ("model", &model), ("method", "tent"), ("num_shots", "16")], "option `num_shots` is a setting of cliptta, not of method tent"),
             (vec![("classes", "a"), ("model", &model), ("method", "tda"), ("steps", "3")], "option `steps` does not apply to method tda"),
             (vec![("classes", "a"), ("model", &model), ("method", "tda"), ("pos_capacity", "0")], "option `pos_capacity`: `pos_capacity` = 0: a cache needs room for one entry per class"),
-            (vec![("classes", "a"), ("model", &model), ("method", "tda"), ("open_set", "true")], "option `open_set` needs a method with an open-set variant (cliptta), not `tda`"),
+            (vec![("classes", "a"), ("model", &model), ("method", "tda"), ("open_set", "true")], "option `open_set` needs a method with an open-set variant (cliptta, unient), not `tda`"),
             (vec![("classes", "a"), ("model", &model), ("num_shot", "3")], "unknown option `num_shot` (did you mean `num_shots`?)"),
             (vec![("classes", "a"), ("model", &model), ("lr", "fast")], "option `lr`: `fast` is not a positive number"),
             (vec![("classes", "a"), ("model", &model), ("adapt_batch_size", "0")], "option `adapt_batch_size`: `0` is not a positive integer"),

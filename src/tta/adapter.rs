@@ -125,6 +125,7 @@ impl Adapter {
             let mut cx = AdaptContext {
                 model: &self.model,
                 params: &self.params,
+                initial: &self.initial,
                 class_embeddings: &self.class_embeddings,
                 stats: &mut self.stats,
             };

@@ -44,7 +44,7 @@ pub use gmm::{fit_two_gaussians, Mixture};
 pub use loss::{marginal_entropy, row_entropies, soft_contrastive_loss, tent_entropy};
 pub use memory::ClassMemory;
 pub use methods::{
-    AdaptContext, BuildContext, CacheUpdate, ClipTtaConfig, Method, MethodConfig, MethodSettings, MethodState, Setting,
+    AdaptContext, BuildContext, CacheUpdate, ClipTtaConfig, SarConfig, SarOptimizer, SarStep, Method, MethodConfig, MethodSettings, MethodState, Setting,
     TdaCaches, TdaConfig, TdaEntry, TdaStep, TentConfig, TtaMethod, UniEntConfig, UniEntWeights, ZeroShotConfig, unient_loss,
     unient_weights,
 };

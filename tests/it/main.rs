@@ -16,4 +16,5 @@ mod sql;
 mod tda;
 mod tta;
 mod unient;
+mod sar;
 mod support;

@@ -440,6 +440,7 @@ async fn every_method_runs_in_sql_with_its_settings() -> anyhow::Result<()> {
         ("cliptta", ", 'steps', 1, 'num_shots', 2, 'sample_size', 4"),
         ("tda", ", 'pos_alpha', 1.5, 'neg_capacity', 3"),
         ("unient", ", 'steps', 1, 'open_set', true"),
+        ("sar", ", 'steps', 1, 'rho', 0.1"),
     ] {
         let call = format!("cliptta('{lake}', 'classes', '{CLASSES}', 'model', '{model}', 'adapt_batch_size', 4, 'max_pixels', 10000, 'method', '{method}'{settings})");
         let sql = format!(
@@ -452,7 +453,8 @@ async fn every_method_runs_in_sql_with_its_settings() -> anyhow::Result<()> {
             "tent" => "ClipTtaExec: method=tent, classes=3, batch=4, reset=never, settings=[steps=1, beta_reg=0.5]".to_string(),
             "cliptta" => "ClipTtaExec: method=cliptta, classes=3, batch=4, reset=never, settings=[steps=1, num_shots=2, sample_size=4]".to_string(),
             "tda" => "ClipTtaExec: method=tda, classes=3, batch=4, reset=never, settings=[pos_alpha=1.5, neg_capacity=3]".to_string(),
-            _ => "ClipTtaExec: method=unient, classes=3, batch=4, reset=never, open_set=true, settings=[steps=1]".to_string(),
+            "unient" => "ClipTtaExec: method=unient, classes=3, batch=4, reset=never, open_set=true, settings=[steps=1]".to_string(),
+            _ => "ClipTtaExec: method=sar, classes=3, batch=4, reset=never, settings=[rho=0.1]".to_string(),
         };
         let lines: Vec<&str> = plan.lines().flat_map(|l| l.split('|')).map(str::trim).collect();
         assert!(lines.contains(&wanted.as_str()), "no line `{wanted}` in\n{plan}");

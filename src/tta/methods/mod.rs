@@ -11,6 +11,7 @@
 //! [`Adapter`]: super::Adapter
 
 mod cliptta;
+mod sar;
 mod tda;
 mod tent;
 mod unient;
@@ -25,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use cliptta::ClipTtaConfig;
+pub use sar::{SarConfig, SarOptimizer, SarStep};
 pub use tda::{CacheUpdate, TdaCaches, TdaConfig, TdaEntry, TdaStep};
 pub use tent::TentConfig;
 pub use unient::{unient_loss, unient_weights, UniEntConfig, UniEntWeights};
@@ -35,7 +37,7 @@ use super::ood::log_mcm_score;
 use super::reset::Reset;
 use super::stats::AdaptStats;
 use crate::error::{Error, Result};
-use crate::model::{ClipModel, NormParams};
+use crate::model::{ClipModel, NormParams, NormSnapshot};
 
 /// One hyper-parameter of a method: the name it is set by (`MethodConfig::set`, SQL, the CLI)
 /// and what it does.
@@ -63,6 +65,8 @@ pub struct AdaptContext<'a> {
     pub model: &'a ClipModel,
     /// The vision LayerNorms, shared with the adapter's predictions.
     pub params: &'a NormParams,
+    /// Their checkpoint values (for a method that recovers them, as SAR does).
+    pub initial: &'a NormSnapshot,
     /// Unit class embeddings `[classes, dim]`.
     pub class_embeddings: &'a Tensor,
     /// The adapter's counters (optimiser steps taken and skipped).
@@ -383,6 +387,8 @@ methods! {
     Tda(TdaConfig) = "tda", "TDA";
     /// UniEnt: entropy minimisation weighted by a two-Gaussian split of the batch into ID and OOD.
     Unient(UniEntConfig) = "unient", "UniEnt";
+    /// SAR: sharpness-aware entropy minimisation on the reliable images, with model recovery.
+    Sar(SarConfig) = "sar", "SAR";
 }
 
 impl Method {
@@ -492,9 +498,9 @@ mod tests {
             let err = m.set(k, v).unwrap_err().to_string();
             assert!(err.contains(needle), "{k}={v}: {err}");
         }
-        assert!(MethodConfig::from_name("sar", false).is_err());
+        assert!(MethodConfig::from_name("eata", false).is_err());
         let mut z = MethodConfig::from_name("zero_shot", false).unwrap();
-        assert!(z.set("lr", "1").unwrap_err().to_string().contains("(it is a setting of tent, cliptta, unient)"));
+        assert!(z.set("lr", "1").unwrap_err().to_string().contains("(it is a setting of tent, cliptta, unient, sar)"));
         let mut d = MethodConfig::from_name("tda", false).unwrap();
         assert!(d.set("entropy_low", "0.6").unwrap_err().to_string().contains("entropy_low"));
     }
