@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::tent::{validate_adam, ADAM_SETTINGS};
+use super::tent::{validate_adam, ADAM_SETTINGS, RESET_LAYER_NORMS, STEPS};
 use super::{load_adam, optimise, save_adam, scaled_logits, AdaptContext, BuildContext, MethodSettings, MethodState, Setting, TtaMethod};
 use crate::error::{Error, Result};
 use crate::model::Grad;
@@ -53,7 +53,7 @@ pub struct ClipTtaConfig {
 
 impl MethodSettings for ClipTtaConfig {
     const SETTINGS: &'static [Setting] = &[
-        Setting { name: "steps", doc: "optimisation steps per batch" },
+        STEPS,
         ADAM_SETTINGS[0],
         ADAM_SETTINGS[1],
         ADAM_SETTINGS[2],
@@ -67,7 +67,7 @@ impl MethodSettings for ClipTtaConfig {
         Setting { name: "beta_ood", doc: "weight of the OCE loss (open set)" },
         Setting { name: "gamma", doc: "temperature of the soft ID weights in the OCE loss (open set)" },
         Setting { name: "seed", doc: "seed of the memory sampler" },
-        Setting { name: "reset", doc: "when the LayerNorms return to the checkpoint: never or per_batch" },
+        RESET_LAYER_NORMS,
     ];
 
     const HAS_OPEN_SET: bool = true;

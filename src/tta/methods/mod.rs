@@ -189,6 +189,12 @@ pub trait TtaMethod: Debug + Send {
     fn load(&mut self, state: &MethodState, path: &Path) -> Result<()>;
 }
 
+/// The official `max_prob` OOD score at OOD logit scale 1: `max softmax(cos)`, the exponential of
+/// log-MCM (the same ranking), for the methods whose official runs report it (UniEnt, SAR).
+fn max_prob_scores(cos: &Tensor) -> Result<Tensor> {
+    Ok(log_mcm_score(cos)?.exp()?)
+}
+
 /// `scale * cos`, the logits of every method that only adapts the encoder.
 fn scaled_logits(cos: &Tensor, scale: f64) -> Result<Tensor> {
     Ok((cos * scale)?.contiguous()?)
@@ -254,12 +260,7 @@ fn set_by_name<C: MethodSettings>(config: &mut C, method: Method, key: &str, val
     let Value::Object(fields) = &mut json else {
         return Err(Error::Internal(format!("settings of {method} are not a struct")));
     };
-    let slot = if fields.contains_key(key) {
-        fields.get_mut(key)
-    } else {
-        fields.values_mut().filter_map(|v| v.as_object_mut()).find_map(|inner| inner.get_mut(key))
-    }
-    .ok_or_else(|| Error::Internal(format!("setting `{key}` of {method} is not a field")))?;
+    let slot = field_mut(fields, key).ok_or_else(|| Error::Internal(format!("setting `{key}` of {method} is not a field")))?;
     let text = value.trim();
     *slot = match &*slot {
         Value::Bool(_) => Value::Bool(match text {
@@ -281,11 +282,18 @@ fn set_by_name<C: MethodSettings>(config: &mut C, method: Method, key: &str, val
     Ok(())
 }
 
+/// A setting's slot in a settings struct's JSON form: a field, or a field one level down (Adam's).
+fn field_mut<'a>(fields: &'a mut serde_json::Map<String, serde_json::Value>, key: &str) -> Option<&'a mut serde_json::Value> {
+    if fields.contains_key(key) {
+        return fields.get_mut(key);
+    }
+    fields.values_mut().filter_map(|v| v.as_object_mut()).find_map(|inner| inner.get_mut(key))
+}
+
 /// The value of one setting as text (for docs and EXPLAIN).
 fn show_by_name<C: MethodSettings>(config: &C, key: &str) -> Option<String> {
-    let json = serde_json::to_value(config).ok()?;
-    let fields = json.as_object()?;
-    let v = fields.get(key).or_else(|| fields.values().filter_map(|v| v.as_object()).find_map(|inner| inner.get(key)))?;
+    let mut json = serde_json::to_value(config).ok()?;
+    let v = field_mut(json.as_object_mut()?, key)?;
     Some(match v {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),

@@ -17,8 +17,8 @@ use std::path::Path;
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::tent::{validate_adam, ADAM_SETTINGS};
-use super::{load_adam, save_adam, scaled_logits, AdaptContext, BuildContext, MethodSettings, MethodState, Setting, TtaMethod};
+use super::tent::{validate_adam, ADAM_SETTINGS, RESET_LAYER_NORMS, STEPS};
+use super::{load_adam, max_prob_scores, save_adam, scaled_logits, AdaptContext, BuildContext, MethodSettings, MethodState, Setting, TtaMethod};
 use crate::error::Result;
 use crate::model::Grad;
 use crate::tta::adam::{Adam, AdamConfig};
@@ -47,7 +47,7 @@ pub struct SarConfig {
 
 impl MethodSettings for SarConfig {
     const SETTINGS: &'static [Setting] = &[
-        Setting { name: "steps", doc: "optimisation steps per batch" },
+        STEPS,
         ADAM_SETTINGS[0],
         ADAM_SETTINGS[1],
         ADAM_SETTINGS[2],
@@ -56,7 +56,7 @@ impl MethodSettings for SarConfig {
         Setting { name: "alpha_entropy", doc: "reliable images have entropy below alpha_entropy · ln(classes)" },
         Setting { name: "recovery_threshold", doc: "loss moving average below which the LayerNorms return to the checkpoint" },
         Setting { name: "logit_scale", doc: "scale of the cosines in the softmax" },
-        Setting { name: "reset", doc: "when the LayerNorms return to the checkpoint: never or per_batch" },
+        RESET_LAYER_NORMS,
     ];
 
     fn official(_open_set: bool) -> Self {
@@ -232,8 +232,7 @@ impl TtaMethod for Sar {
     }
 
     fn ood_scores(&self, cos: &Tensor, _logits: &Tensor) -> Result<Tensor> {
-        // The official `max_prob` score at OOD logit scale 1.
-        Ok(crate::tta::ood::log_mcm_score(cos)?.exp()?)
+        max_prob_scores(cos)
     }
 
     fn reset(&mut self) -> Result<()> {

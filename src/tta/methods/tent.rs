@@ -42,6 +42,13 @@ pub(super) const ADAM_SETTINGS: [Setting; 4] = [
     Setting { name: "eps", doc: "Adam's epsilon" },
 ];
 
+/// The steps setting of the methods that optimise per batch.
+pub(super) const STEPS: Setting = Setting { name: "steps", doc: "optimisation steps per batch" };
+
+/// The reset setting of the methods that adapt the LayerNorms.
+pub(super) const RESET_LAYER_NORMS: Setting =
+    Setting { name: "reset", doc: "when the LayerNorms return to the checkpoint: never or per_batch" };
+
 /// Checks Adam's settings (shared with CLIPTTA).
 pub(super) fn validate_adam(adam: &AdamConfig) -> std::result::Result<(), String> {
     if adam.lr <= 0.0 {
@@ -60,14 +67,14 @@ pub(super) fn validate_adam(adam: &AdamConfig) -> std::result::Result<(), String
 
 impl MethodSettings for TentConfig {
     const SETTINGS: &'static [Setting] = &[
-        Setting { name: "steps", doc: "optimisation steps per batch" },
+        STEPS,
         ADAM_SETTINGS[0],
         ADAM_SETTINGS[1],
         ADAM_SETTINGS[2],
         ADAM_SETTINGS[3],
         Setting { name: "logit_scale", doc: "scale of the cosines in the softmax" },
         Setting { name: "beta_reg", doc: "weight of the marginal-entropy term (0: pure TENT)" },
-        Setting { name: "reset", doc: "when the LayerNorms return to the checkpoint: never or per_batch" },
+        RESET_LAYER_NORMS,
     ];
 
     fn official(open_set: bool) -> Self {

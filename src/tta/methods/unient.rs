@@ -11,14 +11,13 @@ use std::path::Path;
 use candle_core::{DType, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 
-use super::tent::{validate_adam, ADAM_SETTINGS};
-use super::{load_adam, optimise, save_adam, scaled_logits, AdaptContext, BuildContext, MethodSettings, MethodState, Setting, TtaMethod};
+use super::tent::{validate_adam, ADAM_SETTINGS, RESET_LAYER_NORMS, STEPS};
+use super::{load_adam, max_prob_scores, optimise, save_adam, scaled_logits, AdaptContext, BuildContext, MethodSettings, MethodState, Setting, TtaMethod};
 use crate::error::Result;
 use crate::model::Grad;
 use crate::tta::adam::{Adam, AdamConfig};
 use crate::tta::gmm::{fit_two_gaussians, Mixture};
 use crate::tta::loss::{marginal_entropy, row_entropies};
-use crate::tta::ood::log_mcm_score;
 use crate::tta::reset::Reset;
 
 /// UniEnt's settings (the open-set scripts': lr 1e-4, beta_tta 1, beta_reg 1, 10 steps).
@@ -46,7 +45,7 @@ pub struct UniEntConfig {
 
 impl MethodSettings for UniEntConfig {
     const SETTINGS: &'static [Setting] = &[
-        Setting { name: "steps", doc: "optimisation steps per batch" },
+        STEPS,
         ADAM_SETTINGS[0],
         ADAM_SETTINGS[1],
         ADAM_SETTINGS[2],
@@ -56,7 +55,7 @@ impl MethodSettings for UniEntConfig {
         Setting { name: "beta_reg", doc: "weight of the marginal entropy (maximised)" },
         Setting { name: "use_ood_loss", doc: "also maximise the entropy of the images the mixture calls OOD" },
         Setting { name: "beta_ood", doc: "weight of the OOD-weighted entropy" },
-        Setting { name: "reset", doc: "when the LayerNorms return to the checkpoint: never or per_batch" },
+        RESET_LAYER_NORMS,
     ];
 
     const HAS_OPEN_SET: bool = true;
@@ -165,8 +164,7 @@ impl TtaMethod for UniEnt {
     }
 
     fn ood_scores(&self, cos: &Tensor, _logits: &Tensor) -> Result<Tensor> {
-        // The official score (`max_prob` at OOD logit scale 1): exp of log-MCM, the same ranking.
-        Ok(log_mcm_score(cos)?.exp()?)
+        max_prob_scores(cos)
     }
 
     fn is_ood(&self, cos: &Tensor, _scores: &[f32]) -> Result<Option<Vec<bool>>> {
