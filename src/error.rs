@@ -130,6 +130,17 @@ pub enum Error {
         differences: Vec<String>,
     },
 
+    /// The adaptation guard stopped the job (`guard => 'stop'`); earlier commits are kept.
+    #[error("the adaptation guard stopped the job after batch {batch}: {trigger}: {detail}")]
+    GuardStopped {
+        /// The adapter's batch count when it triggered.
+        batch: u64,
+        /// The trigger's name (`class_collapse`, `drift`, `non_finite`).
+        trigger: &'static str,
+        /// The numbers behind it.
+        detail: String,
+    },
+
     /// A distributed plan node could not be encoded or decoded (foreign or truncated bytes,
     /// settings that do not validate on the receiving process).
     #[error("{0}")]

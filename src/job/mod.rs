@@ -15,11 +15,16 @@
 //! | `manifest-p{p}.json` | the job's fingerprint and the list of commits |
 //! | `part-p{p}-{seq}.parquet` | the output rows of commit `seq` |
 //! | `state-p{p}-{seq}.safetensors` (+ `.json`) | the adapter after commit `seq` (latest only) |
+//! | `batches-p{p}-{seq}.parquet` | the diagnostics of commit `seq`'s adaptation batches (`batches.rs`) |
+//!
+//! `cliptta_batches(dir)` in SQL reads every partition's diagnostics back, in commit order.
 
 mod atomic;
+mod batches;
 mod checkpoint;
 mod manifest;
 
 pub use atomic::{fsync_dir, write_atomically};
-pub use checkpoint::{Checkpoint, Resume};
+pub use batches::{batches_schema, read_batches, row_count, sort_batches, to_record_batch, write_batches, BatchRecord, BATCHES_FILE};
+pub use checkpoint::{checkpoint_batches, Checkpoint, Resume};
 pub use manifest::{Commit, Manifest, MANIFEST_VERSION};

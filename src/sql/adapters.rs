@@ -31,7 +31,7 @@ pub fn build_adapter(options: &ClipTtaOptions, model_dir: &Path) -> crate::Resul
         }
     }
     let method = options.method_config().map_err(crate::Error::InvalidInput)?;
-    let mut adapter = Adapter::new(model, &options.classes, &options.templates, method)?;
+    let mut adapter = Adapter::new(model, &options.classes, &options.templates, method)?.with_guard(options.guard);
     if let Some(path) = &options.resume {
         adapter.load_state(path)?;
     }

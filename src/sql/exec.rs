@@ -8,6 +8,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, Result};
@@ -39,8 +40,13 @@ pub struct ClipTtaExec {
     /// The metrics of the partitions executed so far, for live progress (clones share the
     /// counters with the running streams).
     live: Arc<Mutex<Vec<ClipTtaMetrics>>>,
+    /// Every partition's per-batch diagnostics so far (resumed ones included).
+    diagnostics: DiagnosticsSink,
     adapter: Arc<OnceCell<SharedAdapter>>,
 }
+
+/// Where a scan's partitions put their diagnostics rows ([`crate::job::batches_schema`]).
+pub type DiagnosticsSink = Arc<Mutex<Vec<RecordBatch>>>;
 
 impl ClipTtaExec {
     /// Wraps `input`, whose images come from `source`. With `drop_image` the binary image
@@ -59,6 +65,7 @@ impl ClipTtaExec {
             cache: Arc::new(cache),
             metrics: ExecutionPlanMetricsSet::new(),
             live: Arc::default(),
+            diagnostics: Arc::default(),
             adapter: Arc::new(OnceCell::new()),
         })
     }
@@ -112,6 +119,14 @@ impl ClipTtaExec {
     /// progress (`cliptta label` does), or after it for totals.
     pub fn live_metrics(&self) -> Vec<ClipTtaMetrics> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// One row per adaptation batch of every partition run so far (with a checkpoint, the
+    /// batches of earlier runs too), sorted by partition and batch: what `cliptta label` writes
+    /// as `batches.parquet`. Columns: [`crate::job::batches_schema`].
+    pub fn diagnostics(&self) -> crate::Result<RecordBatch> {
+        let batches = self.diagnostics.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        crate::job::sort_batches(&batches)
     }
 
     fn drop_column(&self) -> Option<usize> {
@@ -187,6 +202,7 @@ impl ExecutionPlan for ClipTtaExec {
             cache: Arc::new(cache),
             metrics: ExecutionPlanMetricsSet::new(),
             live: Arc::default(),
+            diagnostics: Arc::default(),
             ..Self::clone(&self)
         }))
     }
@@ -207,6 +223,7 @@ impl ExecutionPlan for ClipTtaExec {
             self.adapter.clone(),
         )
         .with_model_store(model_store)
+        .with_diagnostics(self.diagnostics.clone())
         .with_partition(partition);
         Ok(stream.into_stream())
     }

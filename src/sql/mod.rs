@@ -60,15 +60,17 @@ pub use image_source::ImageSource;
 pub use loader::RowFailure;
 pub use stores::{model_dir, prefetch_model_config, resolve_model_store, resolve_store};
 pub use stream::ClipTtaStream;
-pub use udtf::{ClipTtaFunction, ClipTtaTableFunction};
+pub use exec::DiagnosticsSink;
+pub use udtf::{ClipTtaBatchesFunction, ClipTtaFunction, ClipTtaTableFunction};
 pub use warm_start::warm_start;
 
-/// Registers `cliptta` and `cliptta_table` with `ctx`, and the relation planners that let their
+/// Registers `cliptta`, `cliptta_table` and `cliptta_batches` with `ctx`, and the relation planners that let their
 /// options be given as `name => value` ([`NamedArguments`]) and `cliptta_table` read a query
 /// (`cliptta_table((SELECT ...), 'image', ...)`, [`SubqueryInput`]).
 pub fn register(ctx: &SessionContext) {
     ctx.register_udtf("cliptta", Arc::new(ClipTtaFunction));
     ctx.register_udtf("cliptta_table", Arc::new(ClipTtaTableFunction));
+    ctx.register_udtf("cliptta_batches", Arc::new(ClipTtaBatchesFunction));
     // The planner registered last runs first: named arguments are rewritten before the
     // subquery input reads the arguments.
     if let Err(e) = ctx.register_relation_planner(Arc::new(SubqueryInput::new(ctx.runtime_env()))) {

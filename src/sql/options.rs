@@ -13,7 +13,7 @@ use crate::image::DecodeLimits;
 use crate::model::{DeviceSpec, DEFAULT_TEMPLATE};
 use crate::source::{default_model_dir, is_store_option, Extensions, FetchOptions, ListingOrder, ModelLocation, MODEL_ENV};
 pub use crate::tta::Reset;
-use crate::tta::{Method, MethodConfig};
+use crate::tta::{GuardAction, GuardConfig, Method, MethodConfig};
 
 /// One option value as it arrives: a string (SQL string or number literal, CLI text) or a list
 /// (SQL `['a', 'b']`).
@@ -104,6 +104,9 @@ pub struct ClipTtaOptions {
     pub checkpoint_dir: Option<PathBuf>,
     /// Adaptation batches between commits.
     pub checkpoint_every: usize,
+    /// The collapse and drift guard ([`GuardConfig`]).
+    #[serde(default)]
+    pub guard: GuardConfig,
     /// The lake's location as given (set by `cliptta(...)`, for checkpoint fingerprints).
     /// Not an SQL option.
     pub lake: Option<String>,
@@ -192,6 +195,11 @@ fn seconds(v: &OptionValue) -> Result<f64, String> {
         Ok(x) if x.is_finite() && x > 0.0 && x <= 1e9 => Ok(x),
         _ => Err(format!("`{s}` is not a positive number of seconds")),
     }
+}
+
+fn number(v: &OptionValue) -> Result<f64, String> {
+    let s = text(v, "a number")?;
+    s.parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| format!("`{s}` is not a number"))
 }
 
 fn flag(v: &OptionValue) -> Result<bool, String> {
@@ -543,6 +551,46 @@ pub const OPTIONS: &[OptionDef] = &[
         },
         show: |o| some(o.checkpoint_every),
     },
+    OptionDef {
+        name: "guard",
+        kind: "off|warn|reset|stop",
+        doc: "what the collapse and drift guard does when adaptation collapses onto few classes, drifts far from the checkpoint or has no finite loss",
+        apply: |o, v| {
+            o.guard.action = text(v, "a guard action")?.parse::<GuardAction>().map_err(|e| e.to_string())?;
+            Ok(())
+        },
+        show: |o| some(o.guard.action),
+    },
+    OptionDef {
+        name: "guard_window",
+        kind: "integer",
+        doc: "adaptation batches the guard watches together (and over which it takes the checkpoint's zero-shot classes as reference)",
+        apply: |o, v| {
+            o.guard.window = count(v)?;
+            Ok(())
+        },
+        show: |o| some(o.guard.window),
+    },
+    OptionDef {
+        name: "guard_min_class_ratio",
+        kind: "number",
+        doc: "class collapse: fewer classes predicted over a window than this share of the zero-shot reference's",
+        apply: |o, v| {
+            o.guard.min_class_ratio = number(v)?;
+            Ok(())
+        },
+        show: |o| some(o.guard.min_class_ratio),
+    },
+    OptionDef {
+        name: "guard_max_distance",
+        kind: "number",
+        doc: "drift: the LayerNorms' relative distance from the checkpoint above this",
+        apply: |o, v| {
+            o.guard.max_distance = number(v)?;
+            Ok(())
+        },
+        show: |o| some(o.guard.max_distance),
+    },
 ];
 
 /// The options that do not change a scan's output rows, left out of a checkpoint's
@@ -592,6 +640,7 @@ impl ClipTtaOptions {
             save_state: None,
             checkpoint_dir: None,
             checkpoint_every: 10,
+            guard: GuardConfig::default(),
             lake: None,
             store_options: Vec::new(),
             model_hash: None,
@@ -651,6 +700,9 @@ impl ClipTtaOptions {
             if let Err(e) = o.method_config() {
                 errors.push(e);
             }
+        }
+        if let Err(e) = o.guard.validate() {
+            errors.push(format!("option {}", e.to_string().trim_start_matches("invalid input: ")));
         }
         if o.checkpoint_dir.is_some() && o.partitions > 1 && o.reset == Reset::Never {
             errors.push(format!(

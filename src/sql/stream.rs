@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::adapters::{partition_adapter, SharedAdapter};
+use super::exec::DiagnosticsSink;
 use super::image_source::ImageSource;
 use super::loader::Loader;
 use super::metrics::ClipTtaMetrics;
@@ -33,7 +34,7 @@ use super::refetch;
 use super::reorder::{ReorderBuffer, RowKey, RowOutcome, WaitingChunk};
 use super::schema::{PredictionBuilder, PredictionColumn};
 use crate::image::to_tensor;
-use crate::job::Checkpoint;
+use crate::job::{read_batches, to_record_batch, BatchRecord, Checkpoint};
 use crate::tta::BatchPrediction;
 use crate::RowStatus;
 
@@ -69,6 +70,9 @@ pub struct ClipTtaStream {
     finished: bool,
     partition: usize,
     job: Option<Job>,
+    diagnostics: DiagnosticsSink,
+    /// Adaptation batches of this partition so far (with a checkpoint, earlier runs' included).
+    batch_index: u64,
 }
 
 /// A checkpointed partition's progress (with `checkpoint_dir`).
@@ -76,6 +80,8 @@ struct Job {
     checkpoint: Checkpoint,
     /// Output rows since the last commit.
     uncommitted: Vec<RecordBatch>,
+    /// Diagnostics rows since the last commit.
+    uncommitted_batches: Vec<RecordBatch>,
     /// Output rows so far, committed or not: the input position.
     emitted: u64,
     /// Input rows still to skip (committed before this run).
@@ -123,7 +129,15 @@ impl ClipTtaStream {
             finished: false,
             partition: 0,
             job: None,
+            diagnostics: Arc::default(),
+            batch_index: 0,
         }
+    }
+
+    /// Puts each adaptation batch's diagnostics row in `sink` (shared by the scan's partitions).
+    pub fn with_diagnostics(mut self, sink: DiagnosticsSink) -> Self {
+        self.diagnostics = sink;
+        self
     }
 
     /// The partition this stream is (names its checkpoint files).
@@ -223,15 +237,22 @@ impl ClipTtaStream {
             for part in &resume.parts {
                 replay.push(checkpoint.read_part(part)?);
             }
-            Ok((checkpoint, (replay, resume)))
+            let mut batches = Vec::new();
+            for file in &resume.batches {
+                batches.extend(read_batches(file)?);
+            }
+            Ok((checkpoint, (replay, batches, resume)))
         })
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        let (parts, resume) = replay;
+        let (parts, batches, resume) = replay;
         self.metrics.rows_resumed.add(resume.rows as usize);
+        self.diagnostics.lock().unwrap_or_else(PoisonError::into_inner).extend(batches);
+        self.batch_index = resume.adapt_batches;
         let mut job = Job {
             checkpoint,
             uncommitted: Vec::new(),
+            uncommitted_batches: Vec::new(),
             emitted: resume.rows,
             skip: resume.position,
             resumed_digest: resume.input_digest,
@@ -327,11 +348,12 @@ impl ClipTtaStream {
         }
         let adapter = running.adapter.clone();
         let batches = std::mem::take(&mut job.uncommitted);
+        let diagnostics = std::mem::take(&mut job.uncommitted_batches);
         let _timer = self.metrics.commit_time.timer();
         let job = tokio::task::spawn_blocking(move || -> crate::Result<Job> {
             let adapter = adapter.lock().unwrap_or_else(PoisonError::into_inner);
             let digest = hex::encode(job.digest.clone().finalize());
-            job.checkpoint.commit(&batches, Some(&adapter), job.emitted, Some(digest), job.adapt_batches, last)?;
+            job.checkpoint.commit(&batches, &diagnostics, Some(&adapter), job.emitted, Some(digest), job.adapt_batches, last)?;
             Ok(job)
         })
         .await
@@ -436,6 +458,7 @@ impl ClipTtaStream {
         if prediction.len() != keys.len() {
             return Err(internal_datafusion_err!("adapter returned {} predictions for {} images", prediction.len(), keys.len()));
         }
+        self.record_diagnostics(&prediction)?;
         let prediction = Arc::new(prediction);
         for (index, key) in keys.into_iter().enumerate() {
             self.reorder.predicted(key, &prediction, index)?;
@@ -448,6 +471,22 @@ impl ClipTtaStream {
         if due {
             self.commit(false).await?;
         }
+        Ok(())
+    }
+
+    /// The batch's diagnostics row: into the scan's sink, and the checkpoint's next commit.
+    fn record_diagnostics(&mut self, prediction: &BatchPrediction) -> Result<()> {
+        let Some(diagnostics) = prediction.diagnostics.clone() else {
+            return Ok(());
+        };
+        self.metrics.adaptation.add(&diagnostics, prediction.guard.as_ref());
+        let record = BatchRecord { partition: self.partition, batch: self.batch_index, diagnostics, guard: prediction.guard.clone() };
+        self.batch_index += 1;
+        let row = to_record_batch(&[record])?;
+        if let Some(job) = &mut self.job {
+            job.uncommitted_batches.push(row.clone());
+        }
+        self.diagnostics.lock().unwrap_or_else(PoisonError::into_inner).push(row);
         Ok(())
     }
 

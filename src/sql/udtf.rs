@@ -4,6 +4,8 @@
 //! - `cliptta_table(table_name, image_column, key, value, ...)`: the images in a registered
 //!   table's binary column; the table's other columns come along. The table may also be a
 //!   query in parentheses ([`super::SubqueryInput`]).
+//! - `cliptta_batches(checkpoint_dir)`: the per-batch diagnostics a checkpointed scan committed
+//!   (`job/batches.rs` lists the columns), one row per adaptation batch of every partition.
 //!
 //! Values are string, number or boolean literals, or lists of strings (`['cat', 'dog']`).
 //! Options may also be written `name => value` ([`super::NamedArguments`] rewrites them into
@@ -13,8 +15,8 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
-use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{plan_err, Result, ScalarValue, TableReference};
+use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{plan_datafusion_err, plan_err, Result, ScalarValue, TableReference};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
@@ -31,6 +33,25 @@ pub struct ClipTtaFunction;
 /// `cliptta_table(table_name, image_column, key, value, ...)`.
 #[derive(Debug, Default)]
 pub struct ClipTtaTableFunction;
+
+/// `cliptta_batches(checkpoint_dir)`.
+#[derive(Debug, Default)]
+pub struct ClipTtaBatchesFunction;
+
+impl TableFunctionImpl for ClipTtaBatchesFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const F: &str = "cliptta_batches";
+        const USAGE: &str = "cliptta_batches('checkpoint_dir')";
+        let exprs = args.exprs();
+        if exprs.len() != 1 {
+            return plan_err!("{F}: takes one argument, the checkpoint directory: {USAGE}");
+        }
+        let dir = string_arg(F, "the argument (checkpoint directory)", exprs.first(), USAGE)?;
+        let batches = crate::job::checkpoint_batches(std::path::Path::new(&dir)).map_err(|e| plan_datafusion_err!("{F}: {e}"))?;
+        let sorted = crate::job::sort_batches(&batches)?;
+        Ok(Arc::new(MemTable::try_new(crate::job::batches_schema(), vec![vec![sorted]])?))
+    }
+}
 
 fn literal(function: &str, what: &str, expr: &Expr) -> Result<OptionValue> {
     let value = match expr {

@@ -2,14 +2,17 @@
 //! the method learnt.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use candle_core::{DType, Tensor, D};
 
+use super::diagnostics::{distinct_classes, prediction_entropies, relative_distance, BatchDiagnostics};
+use super::guard::{Guard, GuardAction, GuardConfig, GuardEvent};
 use super::methods::{AdaptContext, BuildContext, MethodConfig, TtaMethod};
 use super::prediction::BatchPrediction;
 use super::reset::Reset;
 use super::stats::AdaptStats;
-use crate::error::{During, Result};
+use crate::error::{During, Error, Result};
 use crate::model::{bind_to_thread, ClipModel, Grad, NormParams, NormSnapshot};
 
 /// Runs one method over a stream of batches on a shared [`ClipModel`], with its own copy of the
@@ -26,6 +29,9 @@ pub struct Adapter {
     pub(super) initial: NormSnapshot,
     pub(super) method: Box<dyn TtaMethod>,
     pub(super) stats: AdaptStats,
+    pub(super) guard: Guard,
+    /// The checkpoint's LayerNorms, for the guard's zero-shot reference (built when first needed).
+    reference: Option<NormParams>,
 }
 
 impl Drop for Adapter {
@@ -54,7 +60,20 @@ impl Adapter {
             initial,
             method,
             stats: AdaptStats::default(),
+            guard: Guard::new(GuardConfig::default()),
+            reference: None,
         })
+    }
+
+    /// Watches adaptation with `config` ([`Guard`]; by default it warns).
+    pub fn with_guard(mut self, config: GuardConfig) -> Self {
+        self.guard = Guard::new(config);
+        self
+    }
+
+    /// The guard's settings.
+    pub fn guard(&self) -> &GuardConfig {
+        self.guard.config()
     }
 
     /// The model adapted.
@@ -105,11 +124,15 @@ impl Adapter {
     }
 
     /// Adapts on `pixels` (`[batch, 3, size, size]`, preprocessed) as the method prescribes,
-    /// then predicts every image with what it learnt.
+    /// then predicts every image with what it learnt. The result carries the batch's
+    /// [`BatchDiagnostics`] and, when the guard triggered, its event (after which, with
+    /// [`GuardAction::Reset`], the adapter is back at the checkpoint; with
+    /// [`GuardAction::Stop`] this returns [`Error::GuardStopped`]).
     pub fn adapt_and_predict(&mut self, pixels: &Tensor) -> Result<BatchPrediction> {
         // Callers move adapters between threads (tokio's blocking pool); this call frees last
         // batch's tensors before it launches anything.
         bind_to_thread(self.model.device())?;
+        let start = Instant::now();
         let n = pixels.dim(0)?;
         if n == 0 {
             return Ok(BatchPrediction::default());
@@ -117,9 +140,12 @@ impl Adapter {
         if self.config.reset() == Reset::PerBatch {
             self.reset()?;
         }
-        let mut losses = Vec::new();
+        let mut steps = Vec::new();
         let batch = self.stats.batches + 1;
-        if n < self.method.min_adapt_batch() {
+        let skipped_before = self.stats.skipped_steps;
+        let big_enough = n >= self.method.min_adapt_batch();
+        let adapted = big_enough && self.config.method().adapts();
+        if !big_enough {
             self.stats.unadapted_batches += 1;
         } else {
             let mut cx = AdaptContext {
@@ -130,14 +156,65 @@ impl Adapter {
                 stats: &mut self.stats,
             };
             let title = self.config.method().title();
-            let r = self.method.adapt(&mut cx, pixels, &mut losses);
-            r.during(|| format!("{title} step {} of batch {batch}", losses.len() + 1))?;
+            let r = self.method.adapt(&mut cx, pixels, &mut steps);
+            r.during(|| format!("{title} step {} of batch {batch}", steps.len() + 1))?;
         }
         self.stats.batches += 1;
         self.stats.images += n as u64;
-        let mut out = self.predict_learning(pixels).during(|| format!("prediction of batch {batch}"))?;
-        out.losses = losses;
+        let (mut out, probs) = self.predict_learning(pixels).during(|| format!("prediction of batch {batch}"))?;
+        let (mean_entropy, marginal_entropy) = prediction_entropies(&probs)?;
+        let open_set = self.config.open_set();
+        let diagnostics = BatchDiagnostics {
+            method: self.config.method(),
+            rows: n,
+            adapted,
+            steps,
+            skipped_steps: self.stats.skipped_steps - skipped_before,
+            mean_entropy,
+            marginal_entropy,
+            classes_predicted: distinct_classes(&out.labels),
+            id_fraction: open_set.then(|| out.is_ood.iter().filter(|&&o| !o).count() as f32 / n as f32),
+            threshold: out.threshold,
+            distance: relative_distance(&self.params, &self.initial)?,
+            seconds: 0.0,
+        };
+        out.guard = self.watch(pixels, &diagnostics, &out.labels).during(|| format!("guard after batch {batch}"))?;
+        out.diagnostics = Some(BatchDiagnostics { seconds: start.elapsed().as_secs_f64(), ..diagnostics });
         Ok(out)
+    }
+
+    /// Runs the guard on one batch and acts on what it sees.
+    fn watch(&mut self, pixels: &Tensor, diagnostics: &BatchDiagnostics, labels: &[u32]) -> Result<Option<GuardEvent>> {
+        if !self.config.method().adapts() || self.guard.config().action == GuardAction::Off {
+            return Ok(None);
+        }
+        if self.guard.wants_reference() {
+            if self.reference.is_none() {
+                self.reference = Some(self.model.vision().init_params()?);
+            }
+            let reference = self.reference.as_ref().ok_or_else(|| Error::Internal("no reference LayerNorms".into()))?;
+            let z = self.model.image_embeddings(pixels, reference, Grad::Disabled)?;
+            let zero_shot = z.matmul(&self.class_embeddings.t()?)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+            self.guard.add_reference(&zero_shot);
+        }
+        let Some(event) = self.guard.observe(diagnostics, labels) else {
+            return Ok(None);
+        };
+        let batch = self.stats.batches;
+        match event.action {
+            GuardAction::Off => {}
+            GuardAction::Warn => tracing::warn!("adaptation guard, batch {batch}: {}: {}", event.trigger, event.detail),
+            GuardAction::Reset => {
+                tracing::warn!("adaptation guard, batch {batch}: {}: {}; resetting to the checkpoint", event.trigger, event.detail);
+                self.reset()?;
+                self.guard.clear();
+                self.stats.guard_resets += 1;
+            }
+            GuardAction::Stop => {
+                return Err(Error::GuardStopped { batch, trigger: event.trigger.as_str(), detail: event.detail });
+            }
+        }
+        Ok(Some(event))
     }
 
     /// Predicts with what the method has learnt, without adapting or learning from `pixels`.
@@ -145,19 +222,20 @@ impl Adapter {
         let z = self.model.image_embeddings(pixels, &self.params, Grad::Disabled)?;
         let cos = z.matmul(&self.class_embeddings.t()?)?;
         let logits = self.method.logits(&z, &cos)?;
-        self.prediction(&z, &cos, &logits)
+        Ok(self.prediction(&z, &cos, &logits)?.0)
     }
 
     /// [`Adapter::predict`] for the batch being adapted on, which the method may learn from as
     /// it predicts (TDA's caches).
-    fn predict_learning(&mut self, pixels: &Tensor) -> Result<BatchPrediction> {
+    fn predict_learning(&mut self, pixels: &Tensor) -> Result<(BatchPrediction, Tensor)> {
         let z = self.model.image_embeddings(pixels, &self.params, Grad::Disabled)?;
         let cos = z.matmul(&self.class_embeddings.t()?)?;
         let logits = self.method.observe(&z, &cos)?;
         self.prediction(&z, &cos, &logits)
     }
 
-    fn prediction(&self, z: &Tensor, cos: &Tensor, logits: &Tensor) -> Result<BatchPrediction> {
+    /// The batch's outputs, and its class probabilities as a tensor.
+    fn prediction(&self, z: &Tensor, cos: &Tensor, logits: &Tensor) -> Result<(BatchPrediction, Tensor)> {
         let probs = candle_nn::ops::softmax_last_dim(logits)?;
         let labels = probs.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let confidence = probs.max(D::Minus1)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
@@ -168,7 +246,7 @@ impl Adapter {
             (None, Some(t)) => ood_score.iter().map(|&s| s <= t).collect(),
             (None, None) => vec![false; labels.len()],
         };
-        Ok(BatchPrediction {
+        let out = BatchPrediction {
             labels,
             confidence,
             probs: probs.to_dtype(DType::F32)?.to_vec2::<f32>()?,
@@ -176,7 +254,9 @@ impl Adapter {
             ood_score,
             is_ood,
             threshold,
-            losses: Vec::new(),
-        })
+            diagnostics: None,
+            guard: None,
+        };
+        Ok((out, probs))
     }
 }

@@ -47,6 +47,64 @@ pub fn tent_entropy(z: &Tensor, t: &Tensor, scale: f64) -> Result<Tensor> {
     mean_row_entropy(&(z.matmul(&t.t()?)? * scale)?)
 }
 
+/// One weighted term of a method's loss at one step, as it enters the sum (the terms of a
+/// step add up to its loss).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossTerm {
+    /// The term's name (`soft_contrastive`, `marginal_entropy`, `oce`, ...).
+    pub name: &'static str,
+    /// Its value times its weight and sign in the loss.
+    pub value: f32,
+}
+
+/// One optimisation step's loss.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StepLoss {
+    /// The loss stepped on; NaN where the step was skipped as non-finite.
+    pub loss: f32,
+    /// The loss's terms (empty for a skipped step).
+    pub terms: Vec<LossTerm>,
+}
+
+impl StepLoss {
+    /// A step skipped because its loss or a gradient was not finite.
+    pub fn skipped() -> Self {
+        Self { loss: f32::NAN, terms: Vec::new() }
+    }
+}
+
+/// A loss built term by term, so each term's value can be reported beside the sum.
+#[derive(Debug, Default)]
+pub struct LossSum {
+    total: Option<Tensor>,
+    terms: Vec<(&'static str, Tensor)>,
+}
+
+impl LossSum {
+    /// Adds `term` (already weighted and signed) to the sum, in call order.
+    pub fn add(&mut self, name: &'static str, term: Tensor) -> crate::Result<()> {
+        self.total = Some(match self.total.take() {
+            None => term.clone(),
+            Some(total) => (total + &term)?,
+        });
+        self.terms.push((name, term));
+        Ok(())
+    }
+
+    /// The loss; `None` when no term was added.
+    pub fn total(&self) -> Option<&Tensor> {
+        self.total.as_ref()
+    }
+
+    /// The terms' values.
+    pub fn values(&self) -> crate::Result<Vec<LossTerm>> {
+        self.terms
+            .iter()
+            .map(|(name, t)| Ok(LossTerm { name, value: t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? as f32 }))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,12 +171,15 @@ mod tests {
         Ok(())
     }
 
-    /// Central finite differences (f64) of each loss with respect to z.
+    /// Central finite differences (f64) of each loss with respect to z, on seeded inputs.
     #[test]
     fn gradients_match_finite_differences() -> Result<()> {
+        use rand::{Rng, SeedableRng};
         let dev = Device::Cpu;
-        let t = unit(&Tensor::randn(0f64, 1.0, (3, 5), &dev)?);
-        let z0 = Tensor::randn(0f64, 1.0, (4, 5), &dev)?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut normal = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect() };
+        let t = unit(&Tensor::from_vec(normal(15), (3, 5), &dev)?);
+        let z0 = Tensor::from_vec(normal(20), (4, 5), &dev)?;
         type LossFn = fn(&Tensor, &Tensor) -> Result<Tensor>;
         let losses: [(&str, LossFn); 3] = [
             ("soft contrastive", |z, t| Ok(soft_contrastive_loss(&unit(z), t, 3.0)?.unwrap())),
@@ -137,10 +198,23 @@ mod tests {
                 };
                 let h = 1e-6;
                 let fd = (eval(h)? - eval(-h)?) / (2.0 * h);
-                let rel = (fd - g[i]).abs() / fd.abs().max(g[i].abs()).max(1e-7);
+                // The difference's own error is about 1e-10, so gradients below 1e-6 are
+                // compared absolutely.
+                let rel = (fd - g[i]).abs() / fd.abs().max(g[i].abs()).max(1e-6);
                 assert!(rel < 1e-4, "{name}[{i}]: fd {fd} vs autograd {}", g[i]);
             }
         }
         Ok(())
+    }
+
+    #[test]
+    fn loss_terms_add_up_in_order() {
+        let d = Device::Cpu;
+        let mut sum = LossSum::default();
+        sum.add("a", Tensor::new(2.5f64, &d).unwrap()).unwrap();
+        sum.add("b", Tensor::new(-1.0f64, &d).unwrap()).unwrap();
+        assert_eq!(sum.total().unwrap().to_scalar::<f64>().unwrap(), 1.5);
+        let values = sum.values().unwrap();
+        assert_eq!(values.iter().map(|t| (t.name, t.value)).collect::<Vec<_>>(), vec![("a", 2.5), ("b", -1.0)]);
     }
 }

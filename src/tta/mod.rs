@@ -28,7 +28,9 @@
 
 mod adam;
 mod adapter;
+mod diagnostics;
 mod gmm;
+mod guard;
 mod loss;
 mod memory;
 mod methods;
@@ -41,7 +43,9 @@ mod stats;
 pub use adam::{Adam, AdamConfig};
 pub use adapter::Adapter;
 pub use gmm::{fit_two_gaussians, Mixture};
-pub use loss::{marginal_entropy, row_entropies, soft_contrastive_loss, tent_entropy};
+pub use diagnostics::{prediction_entropies, relative_distance, BatchDiagnostics};
+pub use guard::{Guard, GuardAction, GuardConfig, GuardEvent, GuardTrigger};
+pub use loss::{marginal_entropy, row_entropies, soft_contrastive_loss, tent_entropy, LossSum, LossTerm, StepLoss};
 pub use memory::ClassMemory;
 pub use methods::{
     AdaptContext, BuildContext, CacheUpdate, ClipTtaConfig, SarConfig, SarOptimizer, SarStep, Method, MethodConfig, MethodSettings, MethodState, Setting,

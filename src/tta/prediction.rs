@@ -1,5 +1,8 @@
 //! What an adapter returns for each image of a batch.
 
+use super::diagnostics::BatchDiagnostics;
+use super::guard::GuardEvent;
+
 /// Per-image outputs of one adaptation batch, in input order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchPrediction {
@@ -17,8 +20,12 @@ pub struct BatchPrediction {
     pub is_ood: Vec<bool>,
     /// The batch's final threshold (open set).
     pub threshold: Option<f32>,
-    /// Loss at each optimisation step (NaN where a step was skipped as non-finite).
-    pub losses: Vec<f32>,
+    /// What adaptation did on the batch (`None` from [`Adapter::predict`], which does not adapt).
+    ///
+    /// [`Adapter::predict`]: super::Adapter::predict
+    pub diagnostics: Option<BatchDiagnostics>,
+    /// What the guard saw after the batch, if it triggered.
+    pub guard: Option<GuardEvent>,
 }
 
 impl BatchPrediction {
@@ -30,5 +37,10 @@ impl BatchPrediction {
     /// Whether the batch was empty.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// The loss at each optimisation step (NaN where a step was skipped as non-finite).
+    pub fn losses(&self) -> Vec<f32> {
+        self.diagnostics.as_ref().map(BatchDiagnostics::losses).unwrap_or_default()
     }
 }

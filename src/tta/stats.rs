@@ -15,4 +15,11 @@ pub struct AdaptStats {
     pub skipped_steps: u64,
     /// Batches predicted without adaptation (smaller than the method needs).
     pub unadapted_batches: u64,
+    /// Times the method returned the LayerNorms to the checkpoint by its own rule (SAR's model
+    /// recovery).
+    #[serde(default)]
+    pub recoveries: u64,
+    /// Times the guard reset the adapter (`guard => 'reset'`).
+    #[serde(default)]
+    pub guard_resets: u64,
 }

@@ -166,12 +166,13 @@ fn an_installed_binary_runs_the_demo_from_anywhere() -> anyhow::Result<()> {
     let stdout = text(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{}", text(&run.stderr));
     let cache = cache.path().display().to_string();
-    assert!(stdout.contains(&format!("lake {cache}/lakes/demo-")), "{stdout}");
+    assert!(stdout.contains(&format!("lake {cache}/lakes/shift-demo-")), "{stdout}");
     assert!(stdout.contains(&format!("model {cache}/models/default-")), "{stdout}");
     assert!(!stdout.contains(env!("CARGO_MANIFEST_DIR")), "the demo used the source tree:\n{stdout}");
     let row = stdout.lines().find(|l| l.starts_with("| zero_shot |")).unwrap_or_else(|| panic!("no zero_shot row:\n{stdout}"));
-    assert!(row.contains("| 1000/1000 |"), "{row}");
+    assert!(row.contains("| 1250/1250 |"), "{row}");
     assert!(cwd.path().join("target/demo/zero_shot.parquet").is_file());
+    assert!(cwd.path().join("target/demo/zero_shot.batches.parquet").is_file());
     Ok(())
 }
 

@@ -58,7 +58,7 @@ fn rows_of(dir: &Path) -> (usize, String) {
     let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("part-")))
         .collect();
     parts.sort();
     let mut batches: Vec<RecordBatch> = Vec::new();
@@ -68,6 +68,26 @@ fn rows_of(dir: &Path) -> (usize, String) {
         batches.extend(reader.map(|b| b.unwrap()));
     }
     (batches.iter().map(RecordBatch::num_rows).sum(), pretty_format_batches(&batches).unwrap().to_string())
+}
+
+/// A diagnostics file's rows without the columns that may differ between runs (`seconds`,
+/// the guard's), as text, with a check that batches are numbered 0, 1, ... per partition.
+fn diagnostics_of(path: &Path) -> (String, usize) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let keep: Vec<usize> = (0..all.num_columns()).filter(|&i| !matches!(all.schema().field(i).name().as_str(), "seconds" | "guard" | "guard_action" | "guard_detail")).collect();
+    let all_projected = all.project(&keep).unwrap();
+    let partition = all.column_by_name("partition").unwrap().as_any().downcast_ref::<arrow::array::UInt32Array>().unwrap().clone();
+    let batch = all.column_by_name("batch").unwrap().as_any().downcast_ref::<arrow::array::UInt64Array>().unwrap().clone();
+    let mut next: std::collections::BTreeMap<u32, u64> = Default::default();
+    for (p, b) in partition.values().iter().zip(batch.values()) {
+        let want = next.entry(*p).or_default();
+        assert_eq!(*b, *want, "partition {p}: batch {b} where {want} was next");
+        *want += 1;
+    }
+    (pretty_format_batches(&[all_projected]).unwrap().to_string(), all.num_rows())
 }
 
 fn wait(child: Child) -> std::process::Output {
@@ -109,6 +129,14 @@ fn a_killed_job_resumes_to_the_same_rows() {
     let stdout = String::from_utf8_lossy(&last.stdout);
     assert!(stdout.contains("rows resumed"), "{stdout}");
     assert_eq!(rows_of(&resumed), expected, "a resumed job must give the rows of an uninterrupted one");
+    // ... and the same diagnostics: one row per adaptation batch, numbered without gaps or
+    // repeats, with the uninterrupted run's numbers (time aside; the guard restarts its window
+    // on resume, so its columns are left out too).
+    let (straight_batches, straight_count) = diagnostics_of(&straight.join("batches.parquet"));
+    let (resumed_batches, resumed_count) = diagnostics_of(&resumed.join("batches.parquet"));
+    assert_eq!(straight_count, 18, "one row per batch of 6 of the 107 readable images:\n{straight_batches}");
+    assert_eq!(resumed_batches, straight_batches);
+    assert_eq!(resumed_count, straight_count);
     // Only the last state is kept, and nothing half-written is left.
     let names: Vec<String> = std::fs::read_dir(&resumed).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names.iter().filter(|n| n.starts_with("state-") && n.ends_with(".safetensors")).count(), 1, "{names:?}");
@@ -209,5 +237,64 @@ async fn copy_with_a_checkpoint_dir_replays_its_commits() -> anyhow::Result<()> 
     let (rows, first_rows) = read(&first);
     assert_eq!(rows, 111);
     assert_eq!(read(&second).1, first_rows);
+    Ok(())
+}
+
+/// A partitioned, checkpointed scan stopped early (LIMIT) and run again: `cliptta_batches`
+/// returns one row per adaptation batch of each partition, none repeated or missing, the same
+/// as an uninterrupted scan's; EXPLAIN ANALYZE summarises the batches.
+#[tokio::test(flavor = "multi_thread")]
+async fn partitioned_resumed_scans_keep_one_diagnostics_row_per_batch() -> anyhow::Result<()> {
+    use arrow::array::Array;
+    let tmp = tempfile::tempdir()?;
+    let lake = job_lake(tmp.path());
+    let ctx = session();
+    let scan = |dir: &Path| {
+        format!(
+            "cliptta('{}', 'classes', 'cat,dog,bird', 'model', '{}', 'adapt_batch_size', 6, 'max_pixels', 10000, 'partitions', 2, \
+             'reset', 'per_partition', 'checkpoint_dir', '{}', 'checkpoint_every', 1)",
+            lake.display(),
+            tiny_model(),
+            dir.display()
+        )
+    };
+    let batches_of = |dir: &Path| format!("SELECT * FROM cliptta_batches('{}') ORDER BY partition, batch", dir.display());
+    let straight = tmp.path().join("straight");
+    let analyzed = ctx.sql(&format!("EXPLAIN ANALYZE SELECT count(*) FROM {}", scan(&straight))).await?.collect().await?;
+    let analyzed = pretty_format_batches(&analyzed)?.to_string();
+    let want = ctx.sql(&batches_of(&straight)).await?.collect().await?;
+    let total: usize = want.iter().map(RecordBatch::num_rows).sum();
+    assert!(analyzed.contains(&format!("adaptation=batches={total} loss=")), "{analyzed}");
+
+    let resumed = tmp.path().join("resumed");
+    ctx.sql(&format!("SELECT location FROM {} LIMIT 20", scan(&resumed))).await?.collect().await?;
+    let early: usize = ctx.sql(&batches_of(&resumed)).await?.collect().await?.iter().map(RecordBatch::num_rows).sum();
+    assert!(early > 0 && early < total, "the stopped scan committed {early} of {total} batches");
+    ctx.sql(&format!("SELECT count(*) FROM {}", scan(&resumed))).await?.collect().await?;
+    let got = ctx.sql(&batches_of(&resumed)).await?.collect().await?;
+    let text = |b: &[RecordBatch]| -> anyhow::Result<(usize, String)> {
+        let all = arrow::compute::concat_batches(&b[0].schema(), b)?;
+        let keep: Vec<usize> = (0..all.num_columns()).filter(|&i| !matches!(all.schema().field(i).name().as_str(), "seconds" | "guard" | "guard_action" | "guard_detail")).collect();
+        Ok((all.num_rows(), pretty_format_batches(&[all.project(&keep)?])?.to_string()))
+    };
+    let (rows, want_text) = text(&want)?;
+    assert!(rows >= 18, "107 readable images in batches of 6 over two partitions: {rows}");
+    assert_eq!(text(&got)?.1, want_text);
+    // Both partitions ran batches numbered from 0 without gaps.
+    let counts = ctx
+        .sql(&format!("SELECT partition, count(*) AS n, min(batch) AS lo, max(batch) AS hi FROM cliptta_batches('{}') GROUP BY partition ORDER BY partition", resumed.display()))
+        .await?
+        .collect()
+        .await?;
+    let counts = arrow::compute::concat_batches(&counts[0].schema(), &counts)?;
+    assert_eq!(counts.num_rows(), 2, "{}", pretty_format_batches(&[counts.clone()])?);
+    let n = counts.column(1).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+    let hi = counts.column(3).as_any().downcast_ref::<arrow::array::UInt64Array>().unwrap();
+    for i in 0..2 {
+        assert_eq!(n.value(i) as u64, hi.value(i) + 1);
+    }
+    // A directory that is not a checkpoint is a planning error naming it.
+    let err = ctx.sql(&format!("SELECT * FROM cliptta_batches('{}')", lake.display())).await.unwrap_err().to_string();
+    assert!(err.contains("is not a checkpoint directory"), "{err}");
     Ok(())
 }

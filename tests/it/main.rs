@@ -3,6 +3,7 @@
 
 mod cli;
 mod formats;
+mod guard;
 mod hostile;
 mod job;
 mod layout;

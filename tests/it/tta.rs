@@ -119,8 +119,8 @@ fn cliptta_adapts_without_collapse() {
         let mut all_labels = Vec::new();
         for batch in stream(3, 16, 5) {
             let out = a.adapt_and_predict(&batch).unwrap();
-            assert_eq!(out.losses.len(), 10);
-            assert!(out.losses[9] < out.losses[0], "open_set={open_set}: loss did not fall: {:?}", out.losses);
+            assert_eq!(out.losses().len(), 10);
+            assert!(out.losses()[9] < out.losses()[0], "open_set={open_set}: loss did not fall: {:?}", out.losses());
             all_labels.extend(out.labels.clone());
             assert_eq!(out.threshold.is_some(), open_set);
             if open_set {
@@ -153,7 +153,7 @@ fn zero_shot_and_tent_predict_every_image() {
     let batch = &stream(1, 5, 9)[0];
     let mut z = adapter(&model, "zero_shot", false, &[]);
     let zs = z.adapt_and_predict(batch).unwrap();
-    assert!(zs.losses.is_empty());
+    assert!(zs.losses().is_empty());
     assert_eq!(zs.labels.len(), 5);
     for p in &zs.probs {
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
@@ -161,8 +161,8 @@ fn zero_shot_and_tent_predict_every_image() {
     let mut t = adapter(&model, "tent", false, &[]);
     let before = t.params().snapshot().unwrap();
     let out = t.adapt_and_predict(batch).unwrap();
-    assert_eq!(out.losses.len(), 10);
-    assert!(out.losses[9] < out.losses[0], "TENT's entropy did not fall: {:?}", out.losses);
+    assert_eq!(out.losses().len(), 10);
+    assert!(out.losses()[9] < out.losses()[0], "TENT's entropy did not fall: {:?}", out.losses());
     assert_eq!(out.labels.len(), 5);
     // TENT adapts the LayerNorms: every one of them moved, and only zero-shot left them.
     let moved: Vec<f64> =
@@ -209,7 +209,7 @@ fn guards_hold() {
     let mut a = adapter(&model, "cliptta", true, &[]);
     let one = &stream(1, 1, 3)[0];
     let out = a.adapt_and_predict(one).unwrap();
-    assert_eq!((out.labels.len(), out.losses.len(), a.stats().unadapted_batches), (1, 0, 1));
+    assert_eq!((out.labels.len(), out.losses().len(), a.stats().unadapted_batches), (1, 0, 1));
     // An empty batch gives an empty prediction.
     let empty = Tensor::zeros((0, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
     assert!(a.adapt_and_predict(&empty).unwrap().is_empty());
@@ -219,7 +219,7 @@ fn guards_hold() {
     let nan = (Tensor::ones((4, 3, 32, 32), DType::F32, &Device::Cpu).unwrap() * f64::NAN).unwrap();
     let out = c.adapt_and_predict(&nan).unwrap();
     assert_eq!(c.stats().skipped_steps, 10);
-    assert!(out.losses.iter().all(|l| l.is_nan()));
+    assert!(out.losses().iter().all(|l| l.is_nan()));
     assert_eq!(to_f64(c.params().vars()[3].as_tensor()), to_f64(&before.tensors()[3]));
     // Identical images: open-set scores are all equal, Otsu returns that value, nothing breaks.
     let same = Tensor::ones((6, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
@@ -250,5 +250,75 @@ fn episodic_reset_forgets_between_batches() {
     let mut continual = adapter(&model, "cliptta", false, &[("lr", "1e-2")]);
     continual.adapt_and_predict(&batches[0]).unwrap();
     let carried = continual.adapt_and_predict(&batches[1]).unwrap();
-    assert_ne!(carried.losses, second.losses, "continual adaptation did not carry state into batch 2");
+    assert_ne!(carried.losses(), second.losses(), "continual adaptation did not carry state into batch 2");
+}
+
+/// Entropy of each row and of the mean row, computed here from the returned probabilities.
+fn entropies(probs: &[Vec<f32>]) -> (f64, f64) {
+    let h = |p: &[f64]| -p.iter().filter(|&&x| x > 0.0).map(|&x| x * x.ln()).sum::<f64>();
+    let rows: Vec<Vec<f64>> = probs.iter().map(|r| r.iter().map(|&x| x as f64).collect()).collect();
+    let mean = rows.iter().map(|r| h(r)).sum::<f64>() / rows.len() as f64;
+    let marginal: Vec<f64> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c]).sum::<f64>() / rows.len() as f64).collect();
+    (mean, h(&marginal))
+}
+
+/// Each batch's diagnostics against the adapter's own outputs and an independent
+/// recomputation: the terms add up to each step's loss, the entropies and classes are those of
+/// the returned predictions, the distance is that of the LayerNorms from the checkpoint, and
+/// TENT's first loss is the mean entropy of the zero-shot predictions.
+#[test]
+fn diagnostics_report_what_the_adapter_did() {
+    let model = tiny_model();
+    let batches = stream(3, 16, 5);
+    for open_set in [false, true] {
+        let mut a = adapter(&model, "cliptta", open_set, &[("lr", "1e-2")]);
+        let initial = a.params().snapshot().unwrap();
+        for batch in &batches {
+            let out = a.adapt_and_predict(batch).unwrap();
+            let d = out.diagnostics.clone().expect("an adapted batch has diagnostics");
+            assert_eq!((d.rows, d.adapted, d.steps.len(), d.skipped_steps), (16, true, 10, 0));
+            assert_eq!(d.losses(), out.losses());
+            for step in &d.steps {
+                let sum: f64 = step.terms.iter().map(|t| t.value as f64).sum();
+                assert!((sum - step.loss as f64).abs() <= 1e-5 * (step.loss as f64).abs().max(1.0), "{step:?}");
+            }
+            let mut names = d.term_names();
+            names.sort();
+            let mut want = vec!["marginal_entropy", "memory_marginal_entropy", "memory_soft_contrastive", "soft_contrastive"];
+            if open_set {
+                want.push("oce");
+                want.sort();
+            }
+            assert_eq!(names, want);
+            let (mean, marginal) = entropies(&out.probs);
+            assert!((d.mean_entropy as f64 - mean).abs() < 1e-5 && (d.marginal_entropy as f64 - marginal).abs() < 1e-5, "{d:?}");
+            let distinct: std::collections::HashSet<_> = out.labels.iter().collect();
+            assert_eq!(d.classes_predicted, distinct.len());
+            assert_eq!(d.threshold, out.threshold);
+            let id = out.is_ood.iter().filter(|&&o| !o).count() as f32 / 16.0;
+            assert_eq!(d.id_fraction, open_set.then_some(id));
+            let (mut diff, mut base) = (0.0, 0.0);
+            for (v, t0) in a.params().vars().iter().zip(initial.tensors()) {
+                let (v, t0) = (to_f64(v.as_tensor()), to_f64(t0));
+                diff += v.iter().zip(&t0).map(|(x, y)| (x - y) * (x - y)).sum::<f64>();
+                base += t0.iter().map(|y| y * y).sum::<f64>();
+            }
+            let distance = (diff / base).sqrt();
+            assert!(distance > 0.0 && (d.distance as f64 - distance).abs() <= 1e-5 * distance, "{} vs {distance}", d.distance);
+            assert!(d.seconds > 0.0);
+        }
+    }
+    // TENT's first step is the entropy of the checkpoint's predictions, which zero-shot returns.
+    let zero_shot = adapter(&model, "zero_shot", false, &[]).adapt_and_predict(&batches[0]).unwrap();
+    let zd = zero_shot.diagnostics.clone().unwrap();
+    assert_eq!((zd.adapted, zd.steps.len(), zd.distance), (false, 0, 0.0));
+    let tent = adapter(&model, "tent", false, &[]).adapt_and_predict(&batches[0]).unwrap();
+    let td = tent.diagnostics.unwrap();
+    assert_eq!(td.term_names(), vec!["entropy"]);
+    let (entropy, _) = entropies(&zero_shot.probs);
+    assert!((td.loss_first().unwrap() as f64 - entropy).abs() < 1e-5, "{:?} vs {entropy}", td.loss_first());
+    // A batch too small to adapt on is reported as such.
+    let one = adapter(&model, "cliptta", false, &[]).adapt_and_predict(&stream(1, 1, 3)[0]).unwrap();
+    let od = one.diagnostics.unwrap();
+    assert_eq!((od.adapted, od.steps.len(), od.rows), (false, 0, 1));
 }

@@ -132,7 +132,7 @@ fn unient_adapts_and_resumes_exactly() {
     let mut straight = tiny_adapter(&[("lr", "1e-2"), ("steps", "2")]);
     let expected: Vec<_> = batches.iter().map(|b| straight.adapt_and_predict(b).unwrap()).collect();
     assert_eq!(straight.stats().steps, 6);
-    assert!(expected.iter().all(|p| p.losses.len() == 2 && p.losses.iter().all(|l| l.is_finite())));
+    assert!(expected.iter().all(|p| p.losses().len() == 2 && p.losses().iter().all(|l| l.is_finite())));
     assert!(expected.iter().all(|p| p.threshold.is_none() && p.is_ood.len() == 12));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.safetensors");

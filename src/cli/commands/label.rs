@@ -13,6 +13,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
+use cliptta::job::{write_batches, BATCHES_FILE};
 use cliptta::model::{load_cached, LoadOptions};
 use cliptta::source::{list_objects, ImageLocation};
 use cliptta::RowStatus;
@@ -92,6 +93,15 @@ impl Progress {
         let failed: usize = metrics.iter().map(ClipTtaMetrics::rows_failed_total).sum();
         bar.set_position(done.max(rows_written) as u64);
         bar.set_message(format!("({failed} failed)"));
+    }
+
+    /// The scan's per-batch diagnostics and their one-line summary (`None` without a cliptta scan).
+    fn diagnostics(&self) -> anyhow::Result<Option<(RecordBatch, String)>> {
+        let Some(exec) = self.0.as_ref().and_then(|p| p.downcast_ref::<ClipTtaExec>()) else {
+            return Ok(None);
+        };
+        let summary = ClipTtaMetrics::adaptation_summary(&exec.live_metrics());
+        Ok(Some((exec.diagnostics()?, summary)))
     }
 
     /// Rows read back from a checkpoint, commits made and seconds spent committing, over partitions.
@@ -235,7 +245,18 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     let counts = progress.checkpoint_counts();
+    let diagnostics = match progress.diagnostics()? {
+        Some((rows, line)) => {
+            let path = batches_path(&output);
+            write_batches(&path, &[rows]).with_context(|| format!("cannot write the diagnostics to {}", path.display()))?;
+            Some((path, line))
+        }
+        None => None,
+    };
     summary.print(&args.out);
+    if let Some((path, line)) = diagnostics {
+        println!("adaptation: {line} -> {}", path.display());
+    }
     if skipped > 0 {
         let shown: Vec<String> = listing.skipped.iter().take(3).map(|m| m.location.to_string()).collect();
         let more = if skipped > shown.len() { ", ..." } else { "" };
@@ -251,6 +272,18 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
         println!("checkpoint: {resumed} rows resumed{refetched}, {commits} commits in this run ({commit_seconds:.2} s committing)");
     }
     Ok(())
+}
+
+/// Where the per-batch diagnostics go: `batches.parquet` in an output directory, or
+/// `<name>.batches.parquet` beside an output file.
+fn batches_path(output: &Output) -> std::path::PathBuf {
+    match output {
+        Output::Directory(dir) => dir.join(BATCHES_FILE),
+        Output::File(path) => {
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            path.with_file_name(format!("{stem}.{BATCHES_FILE}"))
+        }
+    }
 }
 
 /// Where a `.parquet` output is written until it is complete.

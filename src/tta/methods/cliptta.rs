@@ -15,7 +15,7 @@ use super::{load_adam, optimise, save_adam, scaled_logits, AdaptContext, BuildCo
 use crate::error::{Error, Result};
 use crate::model::Grad;
 use crate::tta::adam::{Adam, AdamConfig};
-use crate::tta::loss::{marginal_entropy, soft_contrastive_loss};
+use crate::tta::loss::{marginal_entropy, soft_contrastive_loss, LossSum, StepLoss};
 use crate::tta::memory::ClassMemory;
 use crate::tta::ood::{log_mcm_score, oce_loss};
 use crate::tta::reset::Reset;
@@ -140,7 +140,7 @@ impl TtaMethod for ClipTta {
         2
     }
 
-    fn adapt(&mut self, cx: &mut AdaptContext<'_>, pixels: &Tensor, losses: &mut Vec<f32>) -> Result<()> {
+    fn adapt(&mut self, cx: &mut AdaptContext<'_>, pixels: &Tensor, steps: &mut Vec<StepLoss>) -> Result<()> {
         let cfg = self.config.clone();
         let t = cx.class_embeddings.clone();
         let scale = cfg.logit_scale;
@@ -171,10 +171,11 @@ impl TtaMethod for ClipTta {
                 None => (cx.model.image_embeddings(pixels, cx.params, Grad::Enabled)?, None),
             };
             let cos = z.matmul(&t.t()?)?;
-            let mut loss = (marginal_entropy(&z, &t, scale)? * -cfg.beta_reg)?;
+            let mut loss = LossSum::default();
+            loss.add("marginal_entropy", (marginal_entropy(&z, &t, scale)? * -cfg.beta_reg)?)?;
             let id_rows: Option<Vec<u32>> = if cfg.open_set {
                 let scores = log_mcm_score(&cos)?;
-                loss = (loss + (oce_loss(&scores, self.alpha.as_tensor(), cfg.gamma)? * cfg.beta_ood)?)?;
+                loss.add("oce", (oce_loss(&scores, self.alpha.as_tensor(), cfg.gamma)? * cfg.beta_ood)?)?;
                 let alpha = self.alpha.as_tensor().to_dtype(DType::F64)?.to_vec1::<f64>()?[0];
                 let values = scores.to_dtype(DType::F64)?.to_vec1::<f64>()?;
                 Some((0..n as u32).filter(|&i| values[i as usize] > alpha).collect())
@@ -190,7 +191,7 @@ impl TtaMethod for ClipTta {
             let id_count = id_rows.as_ref().map_or(n, Vec::len);
             if id_count > 0 {
                 if let Some(lsc) = soft_contrastive_loss(&select(&z)?, &t, scale)? {
-                    loss = (loss + (lsc * cfg.beta_tta)?)?;
+                    loss.add("soft_contrastive", (lsc * cfg.beta_tta)?)?;
                 }
                 if step == 0 && cfg.use_memory {
                     let cos_id = select(&cos.detach())?;
@@ -214,15 +215,15 @@ impl TtaMethod for ClipTta {
             };
             if let Some(zm) = zm {
                 if let Some(lm) = soft_contrastive_loss(&zm, &t, scale)? {
-                    loss = (loss + (lm * cfg.beta_tta)?)?;
+                    loss.add("memory_soft_contrastive", (lm * cfg.beta_tta)?)?;
                 }
-                loss = (loss - (marginal_entropy(&zm, &t, scale)? * cfg.beta_reg)?)?;
+                loss.add("memory_marginal_entropy", (marginal_entropy(&zm, &t, scale)? * -cfg.beta_reg)?)?;
             }
             let mut vars: Vec<&Var> = cx.params.vars().iter().collect();
             if cfg.open_set {
                 vars.push(&self.alpha);
             }
-            losses.push(optimise(&mut self.adam, &vars, &loss, cx.stats)?);
+            steps.push(optimise(&mut self.adam, &vars, &loss, cx.stats)?);
         }
         Ok(())
     }

@@ -33,6 +33,7 @@ pub use unient::{unient_loss, unient_weights, UniEntConfig, UniEntWeights};
 pub use zero_shot::ZeroShotConfig;
 
 use super::adam::Adam;
+use super::loss::{LossSum, StepLoss};
 use super::ood::log_mcm_score;
 use super::reset::Reset;
 use super::stats::AdaptStats;
@@ -138,10 +139,10 @@ pub trait TtaMethod: Debug + Send {
         0
     }
 
-    /// Adapts on a batch of preprocessed images, pushing each optimisation step's loss (NaN for
-    /// a skipped step).
-    fn adapt(&mut self, cx: &mut AdaptContext<'_>, pixels: &Tensor, losses: &mut Vec<f32>) -> Result<()> {
-        let _ = (cx, pixels, losses);
+    /// Adapts on a batch of preprocessed images, pushing each optimisation step's loss and its
+    /// terms ([`StepLoss::skipped`] for a step skipped as non-finite).
+    fn adapt(&mut self, cx: &mut AdaptContext<'_>, pixels: &Tensor, steps: &mut Vec<StepLoss>) -> Result<()> {
+        let _ = (cx, pixels, steps);
         Ok(())
     }
 
@@ -200,14 +201,20 @@ fn scaled_logits(cos: &Tensor, scale: f64) -> Result<Tensor> {
     Ok((cos * scale)?.contiguous()?)
 }
 
-/// One guarded Adam step on `loss` over `vars`; returns the loss, or NaN when the loss or a
-/// gradient is not finite (then the weights are kept and the step counted as skipped).
-fn optimise(adam: &mut Adam, vars: &[&Var], loss: &Tensor, stats: &mut AdaptStats) -> Result<f32> {
-    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+/// One guarded Adam step on `loss` over `vars`; returns the loss and its terms, or
+/// [`StepLoss::skipped`] when the loss or a gradient is not finite (then the weights are kept
+/// and the step counted as skipped).
+fn optimise(adam: &mut Adam, vars: &[&Var], loss: &LossSum, stats: &mut AdaptStats) -> Result<StepLoss> {
+    let Some(total) = loss.total() else {
+        return Err(Error::Internal("a step with an empty loss".into()));
+    };
+    let value = total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     if !value.is_finite() {
         stats.skipped_steps += 1;
-        return Ok(f32::NAN);
+        return Ok(StepLoss::skipped());
     }
+    let terms = loss.values()?;
+    let loss = total;
     let grads = loss.backward()?;
     let mut gs = Vec::with_capacity(vars.len());
     for var in vars {
@@ -218,13 +225,13 @@ fn optimise(adam: &mut Adam, vars: &[&Var], loss: &Tensor, stats: &mut AdaptStat
         let norm = g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !norm.is_finite() {
             stats.skipped_steps += 1;
-            return Ok(f32::NAN);
+            return Ok(StepLoss::skipped());
         }
         gs.push(g);
     }
     adam.step(vars, &gs)?;
     stats.steps += 1;
-    Ok(value as f32)
+    Ok(StepLoss { loss: value as f32, terms })
 }
 
 /// Adds Adam's step count and moments to a saved state (`adam.m.{i}`, `adam.v.{i}`).

@@ -22,7 +22,7 @@ use super::{load_adam, max_prob_scores, save_adam, scaled_logits, AdaptContext, 
 use crate::error::Result;
 use crate::model::Grad;
 use crate::tta::adam::{Adam, AdamConfig};
-use crate::tta::loss::row_entropies;
+use crate::tta::loss::{row_entropies, LossTerm, StepLoss};
 use crate::tta::reset::Reset;
 
 /// SAR's settings: the official argparse defaults (no script sets them) with SAM on, which SAR
@@ -204,7 +204,7 @@ struct Sar {
 }
 
 impl TtaMethod for Sar {
-    fn adapt(&mut self, cx: &mut AdaptContext<'_>, pixels: &Tensor, losses: &mut Vec<f32>) -> Result<()> {
+    fn adapt(&mut self, cx: &mut AdaptContext<'_>, pixels: &Tensor, steps: &mut Vec<StepLoss>) -> Result<()> {
         let scale = self.optimizer.config.logit_scale;
         let vars: Vec<&Var> = cx.params.vars().iter().collect();
         for _ in 0..self.optimizer.config.steps {
@@ -216,11 +216,14 @@ impl TtaMethod for Sar {
             match self.optimizer.step(&vars, cx.initial.tensors(), entropies)? {
                 Some(step) => {
                     cx.stats.steps += 1;
-                    losses.push(step.loss_second as f32);
+                    cx.stats.recoveries += u64::from(step.recovered);
+                    // SAR steps on the second pass's entropy; the first pass's is its own number.
+                    let terms = vec![LossTerm { name: "reliable_entropy", value: step.loss_second as f32 }];
+                    steps.push(StepLoss { loss: step.loss_second as f32, terms });
                 }
                 None => {
                     cx.stats.skipped_steps += 1;
-                    losses.push(f32::NAN);
+                    steps.push(StepLoss::skipped());
                 }
             }
         }

@@ -10,7 +10,7 @@ use super::{load_adam, optimise, save_adam, scaled_logits, AdaptContext, BuildCo
 use crate::error::Result;
 use crate::model::Grad;
 use crate::tta::adam::{Adam, AdamConfig};
-use crate::tta::loss::{marginal_entropy, tent_entropy};
+use crate::tta::loss::{marginal_entropy, tent_entropy, LossSum, StepLoss};
 use crate::tta::reset::Reset;
 
 /// TENT's settings.
@@ -108,16 +108,17 @@ impl TtaMethod for Tent {
         2
     }
 
-    fn adapt(&mut self, cx: &mut AdaptContext<'_>, pixels: &Tensor, losses: &mut Vec<f32>) -> Result<()> {
+    fn adapt(&mut self, cx: &mut AdaptContext<'_>, pixels: &Tensor, steps: &mut Vec<StepLoss>) -> Result<()> {
         let c = &self.config;
         let vars: Vec<&Var> = cx.params.vars().iter().collect();
         for _ in 0..c.steps {
             let z = cx.model.image_embeddings(pixels, cx.params, Grad::Enabled)?;
-            let mut loss = tent_entropy(&z, cx.class_embeddings, c.logit_scale)?;
+            let mut loss = LossSum::default();
+            loss.add("entropy", tent_entropy(&z, cx.class_embeddings, c.logit_scale)?)?;
             if c.beta_reg != 0.0 {
-                loss = (loss - (marginal_entropy(&z, cx.class_embeddings, c.logit_scale)? * c.beta_reg)?)?;
+                loss.add("marginal_entropy", (marginal_entropy(&z, cx.class_embeddings, c.logit_scale)? * -c.beta_reg)?)?;
             }
-            losses.push(optimise(&mut self.adam, &vars, &loss, cx.stats)?);
+            steps.push(optimise(&mut self.adam, &vars, &loss, cx.stats)?);
         }
         Ok(())
     }

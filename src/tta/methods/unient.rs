@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use super::tent::{validate_adam, ADAM_SETTINGS, RESET_LAYER_NORMS, STEPS};
 use super::{load_adam, max_prob_scores, optimise, save_adam, scaled_logits, AdaptContext, BuildContext, MethodSettings, MethodState, Setting, TtaMethod};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Grad;
 use crate::tta::adam::{Adam, AdamConfig};
 use crate::tta::gmm::{fit_two_gaussians, Mixture};
-use crate::tta::loss::{marginal_entropy, row_entropies};
+use crate::tta::loss::{marginal_entropy, row_entropies, LossSum, StepLoss};
 use crate::tta::reset::Reset;
 
 /// UniEnt's settings (the open-set scripts': lr 1e-4, beta_tta 1, beta_reg 1, 10 steps).
@@ -123,13 +123,19 @@ pub fn unient_weights(cos: &Tensor, scale: f64) -> Result<UniEntWeights> {
 /// UniEnt's loss on unit embeddings `z` and class embeddings `t` with the batch's weights:
 /// `beta_tta · mean(w_id · H) − beta_reg · H(mean p) − [beta_ood · mean(w_ood · H)]`.
 pub fn unient_loss(z: &Tensor, t: &Tensor, weights: &UniEntWeights, config: &UniEntConfig) -> Result<Tensor> {
+    unient_loss_terms(z, t, weights, config)?.total().cloned().ok_or_else(|| Error::Internal("UniEnt loss without terms".into()))
+}
+
+/// [`unient_loss`] term by term: weighted ID entropy, marginal entropy, weighted OOD entropy.
+pub(crate) fn unient_loss_terms(z: &Tensor, t: &Tensor, weights: &UniEntWeights, config: &UniEntConfig) -> Result<LossSum> {
     let logits = (z.matmul(&t.t()?)? * config.logit_scale)?;
     let h = row_entropies(&logits)?;
     let w = |v: &[f64]| -> Result<Tensor> { Ok(Tensor::new(v, z.device())?.to_dtype(z.dtype())?) };
-    let mut loss = ((&h * w(&weights.id)?)?.mean_all()? * config.beta_tta)?;
-    loss = (loss - (marginal_entropy(z, t, config.logit_scale)? * config.beta_reg)?)?;
+    let mut loss = LossSum::default();
+    loss.add("id_entropy", ((&h * w(&weights.id)?)?.mean_all()? * config.beta_tta)?)?;
+    loss.add("marginal_entropy", (marginal_entropy(z, t, config.logit_scale)? * -config.beta_reg)?)?;
     if config.use_ood_loss {
-        loss = (loss - ((&h * w(&weights.ood)?)?.mean_all()? * config.beta_ood)?)?;
+        loss.add("ood_entropy", ((&h * w(&weights.ood)?)?.mean_all()? * -config.beta_ood)?)?;
     }
     Ok(loss)
 }
@@ -146,15 +152,15 @@ impl TtaMethod for UniEnt {
         2
     }
 
-    fn adapt(&mut self, cx: &mut AdaptContext<'_>, pixels: &Tensor, losses: &mut Vec<f32>) -> Result<()> {
+    fn adapt(&mut self, cx: &mut AdaptContext<'_>, pixels: &Tensor, steps: &mut Vec<StepLoss>) -> Result<()> {
         let c = self.config.clone();
         let vars: Vec<&Var> = cx.params.vars().iter().collect();
         for _ in 0..c.steps {
             let z = cx.model.image_embeddings(pixels, cx.params, Grad::Enabled)?;
             let cos = z.matmul(&cx.class_embeddings.t()?)?;
             let weights = unient_weights(&cos.detach(), c.logit_scale)?;
-            let loss = unient_loss(&z, cx.class_embeddings, &weights, &c)?;
-            losses.push(optimise(&mut self.adam, &vars, &loss, cx.stats)?);
+            let loss = unient_loss_terms(&z, cx.class_embeddings, &weights, &c)?;
+            steps.push(optimise(&mut self.adam, &vars, &loss, cx.stats)?);
         }
         Ok(())
     }
