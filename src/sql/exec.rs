@@ -25,7 +25,7 @@ use super::schema::{embedding_dim, output_schema, prediction_fields};
 use super::adapters::SharedAdapter;
 use super::image_source::ImageSource;
 use super::stores::resolve_model_store;
-use super::stream::ClipTtaStream;
+use super::stream::{ClipTtaStream, DiagnosticsSink};
 
 /// Appends cliptta's prediction columns to its input (see the module docs).
 #[derive(Debug, Clone)]
@@ -44,9 +44,6 @@ pub struct ClipTtaExec {
     diagnostics: DiagnosticsSink,
     adapter: Arc<OnceCell<SharedAdapter>>,
 }
-
-/// Where a scan's partitions put their diagnostics rows ([`crate::job::batches_schema`]).
-pub type DiagnosticsSink = Arc<Mutex<Vec<RecordBatch>>>;
 
 impl ClipTtaExec {
     /// Wraps `input`, whose images come from `source`. With `drop_image` the binary image

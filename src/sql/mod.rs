@@ -59,8 +59,7 @@ pub use adapters::{build_adapter, SharedAdapter};
 pub use image_source::ImageSource;
 pub use loader::RowFailure;
 pub use stores::{model_dir, prefetch_model_config, resolve_model_store, resolve_store};
-pub use stream::ClipTtaStream;
-pub use exec::DiagnosticsSink;
+pub use stream::{ClipTtaStream, DiagnosticsSink};
 pub use udtf::{ClipTtaBatchesFunction, ClipTtaFunction, ClipTtaTableFunction};
 pub use warm_start::warm_start;
 

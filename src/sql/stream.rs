@@ -25,7 +25,6 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::adapters::{partition_adapter, SharedAdapter};
-use super::exec::DiagnosticsSink;
 use super::image_source::ImageSource;
 use super::loader::Loader;
 use super::metrics::ClipTtaMetrics;
@@ -37,6 +36,9 @@ use crate::image::to_tensor;
 use crate::job::{read_batches, to_record_batch, BatchRecord, Checkpoint};
 use crate::tta::BatchPrediction;
 use crate::RowStatus;
+
+/// Where a scan's partitions put their diagnostics rows ([`crate::job::batches_schema`]).
+pub type DiagnosticsSink = Arc<std::sync::Mutex<Vec<RecordBatch>>>;
 
 /// A preprocessed image waiting for its adaptation batch.
 struct PendingImage {
