@@ -52,12 +52,31 @@ struct Args {
     /// OOD images per open-set batch.
     #[arg(long, default_value_t = 128)]
     ood_batch: usize,
+    /// A method setting as KEY=VALUE (repeatable), applied to every method that has it.
+    #[arg(long = "set", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
     /// Seed for shuffling and corruption noise.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Where the model runs: cpu or cuda:N (the latter needs `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+fn parse_setting(text: &str) -> std::result::Result<(String, String), String> {
+    let (k, v) = text.split_once('=').ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+/// The method's official settings with the `--set` values it has.
+fn method_config(name: &str, open_set: bool, settings: &[(String, String)]) -> Result<MethodConfig> {
+    let mut m = MethodConfig::from_name(name, open_set)?;
+    for (k, v) in settings {
+        if m.has_setting(k) {
+            m.set(k, v)?;
+        }
+    }
+    Ok(m)
 }
 
 struct StreamResult {
@@ -196,7 +215,7 @@ fn main() -> Result<()> {
             .collect::<cliptta_bench::Result<_>>()?;
         let mut row = vec![];
         for m in &args.methods {
-            let r = run_stream(&model, MethodConfig::from_name(m, false)?, &id, None, args.batch, args.ood_batch)?;
+            let r = run_stream(&model, method_config(m, false, &args.settings)?, &id, None, args.batch, args.ood_batch)?;
             report_stream(*corruption, m, &r);
             row.extend([100.0 * r.accuracy, r.distinct as f64, r.ms_per_image]);
         }
@@ -210,7 +229,7 @@ fn main() -> Result<()> {
             // The file is sorted by digit; mix it so every batch sees every digit.
             ood.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
             for m in &args.open_methods {
-                let r = run_stream(&model, MethodConfig::from_name(m, true)?, &id, Some(&ood), args.batch, args.ood_batch)?;
+                let r = run_stream(&model, method_config(m, true, &args.settings)?, &id, Some(&ood), args.batch, args.ood_batch)?;
                 report_stream(*corruption, &format!("{m}-open"), &r);
                 row.extend([100.0 * r.accuracy, 100.0 * r.auroc.unwrap_or(f64::NAN), 100.0 * r.fpr95.unwrap_or(f64::NAN), r.ms_per_image]);
             }
