@@ -15,7 +15,7 @@ export CLIPTTA_REQUIRE_TEST_TOOLS=1
 # The library without its default `cli` feature depends on none of the command line's crates
 # (cargo tree resolves features as `cargo build -p cliptta --no-default-features` would).
 cli_only=$(cargo tree -p cliptta --no-default-features -e normal --prefix none --format '{p}' \
-    | grep -E '^(clap|indicatif|tracing-subscriber) ' | sort -u || true)
+    | grep -E '^(clap|indicatif|tracing-subscriber|plotters|minijinja) ' | sort -u || true)
 if [ -n "$cli_only" ]; then
     echo "cliptta --no-default-features depends on CLI-only crates:" >&2
     echo "$cli_only" >&2

@@ -29,6 +29,10 @@ pub enum Command {
     /// Label one lake with several methods and print them side by side: time, images/s, peak
     /// memory, and with `--labels` accuracy, AUROC and FPR95.
     Compare(CompareArgs),
+    /// Write one self-contained HTML page about a labelling run: settings, status counts,
+    /// class and score histograms, per-batch adaptation curves, thumbnails, and with
+    /// `--labels` accuracy, confusion matrix, AUROC/FPR95 and calibration.
+    Report(ReportArgs),
     /// Run an Apache Ballista scheduler or executor with cliptta's codecs (feature `ballista`).
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -285,4 +289,18 @@ mod tests {
         );
         assert_eq!(args.store_options, [("allow_http".to_string(), "true".to_string())]);
     }
+}
+
+/// `cliptta report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The run: a labels Parquet file written by `label` (`NAME.parquet`, per-batch
+    /// diagnostics read from `NAME.batches.parquet` beside it), or a `label` output directory.
+    pub result: PathBuf,
+    /// Ground truth: a CSV with `path`, `label` and optionally `is_ood`, as for `compare`.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Where the HTML page goes (written under a temporary name and renamed when complete).
+    #[arg(long)]
+    pub out: PathBuf,
 }

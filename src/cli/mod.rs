@@ -43,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Sql(args) => commands::sql::run(args).await,
             Command::Label(args) => commands::label::run(args).await,
             Command::Compare(args) => commands::compare::run(args).await,
+            Command::Report(args) => commands::report::run(args).await,
             Command::Cluster(command) => commands::cluster::run(command).await,
         }
     })

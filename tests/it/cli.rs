@@ -173,6 +173,13 @@ fn an_installed_binary_runs_the_demo_from_anywhere() -> anyhow::Result<()> {
     assert!(row.contains("| 1250/1250 |"), "{row}");
     assert!(cwd.path().join("target/demo/zero_shot.parquet").is_file());
     assert!(cwd.path().join("target/demo/zero_shot.batches.parquet").is_file());
+    // The report the demo writes shows the numbers its table printed.
+    assert!(stdout.contains("report: target/demo/zero_shot.html"), "{stdout}");
+    let page = crate::report::metrics(&std::fs::read_to_string(cwd.path().join("target/demo/zero_shot.html"))?);
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    for (column, key) in [(4, "accuracy"), (5, "auroc"), (6, "fpr95"), (7, "flagged_ood")] {
+        assert_eq!(page[key].1, cells[column], "{key}: the report vs the table row {row}");
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per area (each extra test binary would link
 //! DataFusion and candle again).
 
+mod browser;
 mod cli;
 mod formats;
 mod guard;
@@ -12,6 +13,7 @@ mod cluster;
 mod model;
 mod outage;
 mod preprocess;
+mod report;
 mod sources;
 mod sql;
 mod tda;

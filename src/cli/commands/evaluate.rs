@@ -56,7 +56,12 @@ pub fn percent(v: Option<f64>) -> String {
 
 /// A path as an SQL string literal's content.
 pub fn sql_path(p: &Path) -> String {
-    p.display().to_string().replace('\'', "''")
+    sql_text(&p.display().to_string())
+}
+
+/// `s` as the inside of a single-quoted SQL string.
+pub fn sql_text(s: &str) -> String {
+    s.replace('\'', "''")
 }
 
 /// Scores `parquet` (written by `label`, `demo` or a `COPY`), against `truth` when given. Every

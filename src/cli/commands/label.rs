@@ -149,6 +149,20 @@ impl Output {
     }
 }
 
+/// The run as recorded in its Parquet's key/value metadata: where the images came from, the
+/// checkpoint and its content hash, and every setting, each under a `cliptta.` key.
+pub fn run_metadata(location: &str, options: &ClipTtaOptions, model_hash: &str) -> Vec<(String, String)> {
+    let mut metadata = vec![
+        ("cliptta.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("cliptta.location".to_string(), location.to_string()),
+        ("cliptta.model".to_string(), options.model.to_string()),
+        ("cliptta.model_hash".to_string(), model_hash.to_string()),
+        ("cliptta.resume".to_string(), options.resume.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+    ];
+    metadata.extend(options.describe().into_iter().map(|(k, v)| (format!("cliptta.{k}"), v)));
+    metadata
+}
+
 /// Runs the command.
 pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     let mut pairs = args.options.pairs.clone();
@@ -184,14 +198,7 @@ pub async fn run(args: LabelArgs) -> anyhow::Result<()> {
     let load = LoadOptions { device: options.device, ..LoadOptions::default() };
     let model = tokio::task::spawn_blocking(move || load_cached(&model_dir, &load)).await??;
 
-    let mut metadata = vec![
-        ("cliptta.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-        ("cliptta.location".to_string(), location.original().to_string()),
-        ("cliptta.model".to_string(), options.model.to_string()),
-        ("cliptta.model_hash".to_string(), model.content_hash().to_string()),
-        ("cliptta.resume".to_string(), options.resume.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
-    ];
-    metadata.extend(options.describe().into_iter().map(|(k, v)| (format!("cliptta.{k}"), v)));
+    let metadata = run_metadata(location.original(), &options, model.content_hash());
 
     let provider = ClipTtaProvider::try_new(ProviderSource::Lake(location.clone()), options)?;
     let df = ctx.read_table(Arc::new(provider))?;

@@ -5,4 +5,5 @@ pub mod compare;
 pub mod demo;
 pub mod evaluate;
 pub mod label;
+pub mod report;
 pub mod sql;
