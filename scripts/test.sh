@@ -21,4 +21,13 @@ if [ -n "$cli_only" ]; then
     echo "$cli_only" >&2
     exit 1
 fi
-cargo test --workspace --features "${CLIPTTA_TEST_FEATURES-ballista}" "$@"
+# The Python package is tested from Python below (its crate has no Rust test target).
+cargo test --workspace --exclude cliptta-python --features "${CLIPTTA_TEST_FEATURES-ballista}" "$@"
+
+# The Python package (python/), installed from source into a virtual environment of its own as
+# `pip install ./python` installs it for a user, then its tests and docstring examples, which
+# compare it with the `cliptta` binary the cargo tests just built.
+venv=target/python-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "./python[test]"
+CLIPTTA_BIN="$PWD/target/debug/cliptta" "$venv/bin/python" -m pytest -q python/tests --doctest-modules --pyargs cliptta

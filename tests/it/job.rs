@@ -70,15 +70,22 @@ fn rows_of(dir: &Path) -> (usize, String) {
     (batches.iter().map(RecordBatch::num_rows).sum(), pretty_format_batches(&batches).unwrap().to_string())
 }
 
-/// A diagnostics file's rows without the columns that may differ between runs (`seconds`,
-/// the guard's), as text, with a check that batches are numbered 0, 1, ... per partition.
+/// Diagnostics rows as one batch, and as text without the columns that may differ between
+/// runs: `seconds`, and the guard's (its window restarts on a resume).
+fn comparable_diagnostics(batches: &[RecordBatch]) -> (RecordBatch, String) {
+    let all = arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap();
+    let keep: Vec<usize> = (0..all.num_columns()).filter(|&i| !matches!(all.schema().field(i).name().as_str(), "seconds" | "guard" | "guard_action" | "guard_detail")).collect();
+    let text = pretty_format_batches(&[all.project(&keep).unwrap()]).unwrap().to_string();
+    (all, text)
+}
+
+/// A diagnostics file's rows as [`comparable_diagnostics`] text, with a check that batches are
+/// numbered 0, 1, ... per partition.
 fn diagnostics_of(path: &Path) -> (String, usize) {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
     let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
-    let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
-    let keep: Vec<usize> = (0..all.num_columns()).filter(|&i| !matches!(all.schema().field(i).name().as_str(), "seconds" | "guard" | "guard_action" | "guard_detail")).collect();
-    let all_projected = all.project(&keep).unwrap();
+    let (all, text) = comparable_diagnostics(&batches);
     let partition = all.column_by_name("partition").unwrap().as_any().downcast_ref::<arrow::array::UInt32Array>().unwrap().clone();
     let batch = all.column_by_name("batch").unwrap().as_any().downcast_ref::<arrow::array::UInt64Array>().unwrap().clone();
     let mut next: std::collections::BTreeMap<u32, u64> = Default::default();
@@ -87,7 +94,7 @@ fn diagnostics_of(path: &Path) -> (String, usize) {
         assert_eq!(*b, *want, "partition {p}: batch {b} where {want} was next");
         *want += 1;
     }
-    (pretty_format_batches(&[all_projected]).unwrap().to_string(), all.num_rows())
+    (text, all.num_rows())
 }
 
 fn wait(child: Child) -> std::process::Output {
@@ -272,14 +279,10 @@ async fn partitioned_resumed_scans_keep_one_diagnostics_row_per_batch() -> anyho
     assert!(early > 0 && early < total, "the stopped scan committed {early} of {total} batches");
     ctx.sql(&format!("SELECT count(*) FROM {}", scan(&resumed))).await?.collect().await?;
     let got = ctx.sql(&batches_of(&resumed)).await?.collect().await?;
-    let text = |b: &[RecordBatch]| -> anyhow::Result<(usize, String)> {
-        let all = arrow::compute::concat_batches(&b[0].schema(), b)?;
-        let keep: Vec<usize> = (0..all.num_columns()).filter(|&i| !matches!(all.schema().field(i).name().as_str(), "seconds" | "guard" | "guard_action" | "guard_detail")).collect();
-        Ok((all.num_rows(), pretty_format_batches(&[all.project(&keep)?])?.to_string()))
-    };
-    let (rows, want_text) = text(&want)?;
+    let (want_all, want_text) = comparable_diagnostics(&want);
+    let rows = want_all.num_rows();
     assert!(rows >= 18, "107 readable images in batches of 6 over two partitions: {rows}");
-    assert_eq!(text(&got)?.1, want_text);
+    assert_eq!(comparable_diagnostics(&got).1, want_text);
     // Both partitions ran batches numbered from 0 without gaps.
     let counts = ctx
         .sql(&format!("SELECT partition, count(*) AS n, min(batch) AS lo, max(batch) AS hi FROM cliptta_batches('{}') GROUP BY partition ORDER BY partition", resumed.display()))
