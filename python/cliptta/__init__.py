@@ -23,7 +23,22 @@ from cliptta import _cliptta
 
 __version__: str = _cliptta.__version__
 
-__all__ = ["label", "__version__"]
+__all__ = ["label", "retain_freed_memory", "__version__"]
+
+
+def retain_freed_memory() -> bool:
+    """Configure the process's malloc for adaptation, as the ``cliptta`` command does.
+
+    glibc's malloc returns the large activation blocks of every batch to the kernel and spreads
+    threads over several arenas; this keeps one arena and the freed blocks for the next batch.
+    It changes the whole process, so call it yourself, once, before labelling. Returns whether
+    it applied (only glibc has these settings; ``CLIPTTA_RETAIN_FREED_MEMORY=0`` opts out).
+
+    >>> import cliptta
+    >>> isinstance(cliptta.retain_freed_memory(), bool)
+    True
+    """
+    return _cliptta.retain_freed_memory()
 
 
 def label(location: str, classes: Sequence[str] | str, method: str = "cliptta", **options: Any) -> pa.RecordBatchReader:

@@ -2,7 +2,7 @@
 beside `cliptta label` on the same lake (BENCHMARKS.md, "From Python"). Run from the repository
 root under `/usr/bin/time -v` for the peak RSS:
 
-    python python/examples/bench_label.py cliptta
+    python python/examples/bench_label.py cliptta [--system-malloc]
 """
 
 import sys
@@ -15,6 +15,9 @@ CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
 
 def main() -> None:
     method = sys.argv[1] if len(sys.argv) > 1 else "cliptta"
+    # As the command line does at start (`--system-malloc` leaves malloc as it is).
+    if "--system-malloc" not in sys.argv:
+        cliptta.retain_freed_memory()
     options = {"adapt_batch_size": 64}
     if method == "cliptta":
         options["open_set"] = True
